@@ -1,0 +1,468 @@
+"""Domain actions for conversations and messages.
+
+Everything here is synchronous ORM code: consumers call it through `database_sync_to_async`
+and views call it directly. `check_*` functions resolve ids and enforce access; the functions
+that write trust their arguments, run in one transaction, and return what the caller needs to
+notify others once the transaction has committed.
+
+The per-conversation `seq` is assigned under a row lock on the conversation, which is also
+what makes a repeated `client_id` safe: every insert into one conversation is serialised.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+from django.db.models import Count, F, Q, QuerySet
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from chat import errors
+from chat.errors import ErrorCode, GoflyError
+from chat.models import Conversation, Message, Site, Upload, Visitor
+from chat.tokens import issue_visitor_token
+
+logger = logging.getLogger(__name__)
+
+PREVIEW_CHARS = 200
+
+
+@dataclass(frozen=True)
+class VisitorSession:
+    site: Site
+    visitor: Visitor
+    token: str
+
+
+@dataclass(frozen=True)
+class PostedMessage:
+    """A stored message and the facts needed to fan it out after commit."""
+
+    frame: dict[str, Any]
+    conversation_id: int
+    site_id: int
+    visitor_id: int
+    assignee_id: int | None
+    created: bool
+    conversation_changed: bool
+
+
+# ---------------------------------------------------------------------------------------------
+# Visitor sessions
+
+
+def check_site_for_widget(site_key: Any, origin: str | None) -> Site:
+    if not isinstance(site_key, str) or not site_key:
+        raise errors.invalid(_("The field 'site' must be the site key from the embed snippet."))
+    site = Site.objects.filter(key=site_key).first()
+    if site is None:
+        raise GoflyError(
+            ErrorCode.UNKNOWN_SITE,
+            _("No site has this key; copy the snippet again from the site's settings."),
+            status=404,
+        )
+    if not site.origin_allowed(origin):
+        logger.warning("widget.origin_refused", extra={"site": site.pk, "origin": origin})
+        raise GoflyError(
+            ErrorCode.ORIGIN_NOT_ALLOWED,
+            _("This page's origin is not in the site's allowed origins."),
+            status=403,
+        )
+    return site
+
+
+def start_visitor_session(
+    site: Site,
+    public_id: Any,
+    *,
+    ip: str | None,
+    user_agent: str,
+    referrer: str,
+    page_url: str,
+) -> VisitorSession:
+    """Find or create the visitor the browser names, record where it is, and sign a token."""
+    if public_id is not None and (
+        not isinstance(public_id, str) or not (8 <= len(public_id) <= 64) or not
+        public_id.replace("-", "").replace("_", "").isalnum()
+    ):
+        raise errors.invalid(
+            _("The field 'visitor_id' must be 8 to 64 letters, digits, '-' or '_'.")
+        )
+    now = timezone.now()
+    details = {
+        "ip": ip,
+        "user_agent": user_agent[:1000],
+        "referrer": referrer[:2000],
+        "page_url": page_url[:2000],
+        "last_seen": now,
+    }
+    if public_id:
+        visitor, _created = Visitor.objects.update_or_create(
+            site=site, public_id=public_id, defaults=details,
+            create_defaults={**details, "first_seen": now},
+        )
+    else:
+        visitor = Visitor.objects.create(site=site, first_seen=now, **details)
+    return VisitorSession(site, visitor, issue_visitor_token(site.pk, visitor.pk))
+
+
+def current_conversation(visitor_id: int) -> Conversation | None:
+    return Conversation.objects.filter(visitor_id=visitor_id).order_by("-id").first()
+
+
+# ---------------------------------------------------------------------------------------------
+# Access
+
+
+def agent_site_ids(user: AbstractBaseUser) -> list[int] | None:
+    """Sites the user works on, or None for a superuser, who sees every site."""
+    if user.is_superuser:
+        return None
+    agent = getattr(user, "agent", None)
+    if agent is None:
+        return []
+    return list(agent.sites.values_list("id", flat=True))
+
+
+def conversations_visible_to(user: AbstractBaseUser) -> QuerySet[Conversation]:
+    """An agent sees its sites' unassigned conversations and those assigned to it."""
+    queryset = Conversation.objects.all()
+    site_ids = agent_site_ids(user)
+    if site_ids is None:
+        return queryset
+    return queryset.filter(site_id__in=site_ids).filter(
+        Q(assignee__isnull=True) | Q(assignee_id=user.pk)
+    )
+
+
+def check_agent_conversation(user: AbstractBaseUser, conversation_id: Any) -> Conversation:
+    if not isinstance(conversation_id, int) or isinstance(conversation_id, bool):
+        raise errors.invalid(_("The field 'conversation' must be a conversation id (a number)."))
+    conversation = conversations_visible_to(user).filter(pk=conversation_id).first()
+    if conversation is None:
+        raise errors.conversation_not_found()
+    return conversation
+
+
+def check_visitor_conversation(visitor_id: int, conversation_id: Any) -> Conversation:
+    if conversation_id is None:
+        conversation = current_conversation(visitor_id)
+    elif not isinstance(conversation_id, int) or isinstance(conversation_id, bool):
+        raise errors.invalid(_("The field 'conversation' must be a conversation id (a number)."))
+    else:
+        conversation = Conversation.objects.filter(
+            pk=conversation_id, visitor_id=visitor_id
+        ).first()
+    if conversation is None:
+        raise errors.conversation_not_found()
+    return conversation
+
+
+def check_upload(upload_id: Any, *, site_id: int, visitor_id: int | None,
+                 user_id: int | None) -> Upload | None:
+    if upload_id is None:
+        return None
+    upload = Upload.objects.filter(pk=str(upload_id), site_id=site_id).first() if isinstance(
+        upload_id, str) else None
+    owned = upload is not None and (
+        (visitor_id is not None and upload.visitor_id == visitor_id)
+        or (user_id is not None and upload.agent_user_id == user_id)
+    )
+    if not owned:
+        raise GoflyError(
+            ErrorCode.NOT_FOUND, _("That upload does not exist or is not yours."), status=404
+        )
+    return upload
+
+
+# ---------------------------------------------------------------------------------------------
+# Messages
+
+
+def message_frame(message: Message, sender_name: str) -> dict[str, Any]:
+    """The `message` frame every socket that may see the conversation receives."""
+    attachment = None
+    if message.attachment_id:
+        upload = message.attachment
+        attachment = {
+            "id": str(upload.pk),
+            "name": upload.original_name,
+            "size": upload.size,
+            "content_type": upload.content_type,
+            "url": f"/api/uploads/{upload.pk}",
+        }
+    return {
+        "type": "message",
+        "conversation": message.conversation_id,
+        "seq": message.seq,
+        "id": message.pk,
+        "client_id": message.client_id,
+        "sender": {"kind": message.sender_kind, "name": sender_name},
+        "body": message.body,
+        "content_type": message.content_type,
+        "attachment": attachment,
+        "created_at": message.created_at.isoformat(),
+    }
+
+
+def _sender_name(message: Message) -> str:
+    if message.sender_kind == Message.SenderKind.AGENT and message.sender_user_id:
+        user = message.sender_user
+        agent = getattr(user, "agent", None)
+        return agent.display_name if agent and agent.display_name else user.get_username()
+    if message.sender_kind == Message.SenderKind.VISITOR:
+        return str(message.conversation.visitor)
+    return ""
+
+
+def _content_type_for(upload: Upload | None) -> str:
+    if upload is None:
+        return Message.ContentType.TEXT
+    if upload.content_type.startswith("image/"):
+        return Message.ContentType.IMAGE
+    return Message.ContentType.FILE
+
+
+def _store_message(
+    conversation: Conversation,
+    *,
+    client_id: str,
+    body: str,
+    sender_kind: str,
+    sender_user_id: int | None,
+    upload: Upload | None,
+) -> tuple[Message, bool]:
+    """Insert the next message of a conversation, or return the one with this client_id.
+
+    The caller holds the conversation's row lock (select_for_update) inside a transaction.
+    """
+    existing = (
+        Message.objects.filter(conversation_id=conversation.pk, client_id=client_id)
+        .select_related("attachment", "sender_user__agent", "conversation__visitor")
+        .first()
+    )
+    if existing is not None:
+        return existing, False
+    now = timezone.now()
+    conversation.last_seq += 1
+    message = Message.objects.create(
+        conversation=conversation,
+        seq=conversation.last_seq,
+        created_at=now,
+        sender_kind=sender_kind,
+        sender_user_id=sender_user_id,
+        body=body,
+        content_type=_content_type_for(upload),
+        attachment=upload,
+        client_id=client_id,
+    )
+    conversation.last_message_at = now
+    conversation.last_message_preview = (body or (upload.original_name if upload else ""))[
+        :PREVIEW_CHARS
+    ]
+    if upload is not None and upload.conversation_id is None:
+        Upload.objects.filter(pk=upload.pk).update(conversation=conversation)
+    return message, True
+
+
+def _posted(message: Message, conversation: Conversation, created: bool,
+            changed: bool) -> PostedMessage:
+    return PostedMessage(
+        frame=message_frame(message, _sender_name(message)),
+        conversation_id=conversation.pk,
+        site_id=conversation.site_id,
+        visitor_id=conversation.visitor_id,
+        assignee_id=conversation.assignee_id,
+        created=created,
+        conversation_changed=changed,
+    )
+
+
+def post_visitor_message(
+    visitor_id: int, *, client_id: str, body: str, upload_id: Any = None
+) -> PostedMessage:
+    """Store a visitor's message in its current conversation, opening or reopening one."""
+    with transaction.atomic():
+        # Locking the visitor first serialises two first messages that would otherwise
+        # each create a conversation.
+        visitor = Visitor.objects.select_for_update().select_related("site").get(pk=visitor_id)
+        upload = check_upload(upload_id, site_id=visitor.site_id, visitor_id=visitor.pk,
+                              user_id=None)
+        conversation = (
+            Conversation.objects.select_for_update().filter(visitor=visitor).order_by("-id").first()
+        )
+        changed = False
+        if conversation is None:
+            conversation = Conversation.objects.create(site=visitor.site, visitor=visitor)
+            changed = True
+        message, created = _store_message(
+            conversation, client_id=client_id, body=body,
+            sender_kind=Message.SenderKind.VISITOR, sender_user_id=None, upload=upload,
+        )
+        if created:
+            fields = ["last_seq", "last_message_at", "last_message_preview"]
+            if conversation.status == Conversation.Status.RESOLVED:
+                conversation.status = Conversation.Status.OPEN
+                conversation.resolved_at = None
+                fields += ["status", "resolved_at"]
+                changed = True
+            conversation.save(update_fields=fields)
+        message.conversation = conversation
+        conversation.visitor = visitor
+        return _posted(message, conversation, created, changed)
+
+
+def post_agent_message(
+    user: AbstractBaseUser, conversation_id: Any, *, client_id: str, body: str,
+    upload_id: Any = None,
+) -> PostedMessage:
+    """Store an agent's reply; an unassigned conversation becomes the replying agent's."""
+    with transaction.atomic():
+        visible = check_agent_conversation(user, conversation_id)
+        conversation = (
+            Conversation.objects.select_for_update().select_related("visitor").get(pk=visible.pk)
+        )
+        if conversation.assignee_id not in (None, user.pk) and not user.is_superuser:
+            raise errors.conversation_not_found()
+        upload = check_upload(upload_id, site_id=conversation.site_id, visitor_id=None,
+                              user_id=user.pk)
+        message, created = _store_message(
+            conversation, client_id=client_id, body=body,
+            sender_kind=Message.SenderKind.AGENT, sender_user_id=user.pk, upload=upload,
+        )
+        changed = False
+        if created:
+            fields = ["last_seq", "last_message_at", "last_message_preview"]
+            if conversation.assignee_id is None:
+                conversation.assignee_id = user.pk
+                fields.append("assignee")
+                changed = True
+            if conversation.first_agent_reply_at is None:
+                conversation.first_agent_reply_at = message.created_at
+                fields.append("first_agent_reply_at")
+            # The agent has seen everything up to its own reply.
+            conversation.agent_read_seq = message.seq
+            fields.append("agent_read_seq")
+            conversation.save(update_fields=fields)
+        message.conversation = conversation
+        return _posted(message, conversation, created, changed)
+
+
+def messages_after(conversation_id: int, after_seq: int, limit: int) -> list[dict[str, Any]]:
+    """Frames for up to `limit` messages with seq > after_seq, oldest first."""
+    messages = (
+        Message.objects.filter(conversation_id=conversation_id, seq__gt=after_seq)
+        .select_related("attachment", "sender_user__agent", "conversation__visitor")
+        .order_by("seq")[:limit]
+    )
+    return [message_frame(m, _sender_name(m)) for m in messages]
+
+
+# ---------------------------------------------------------------------------------------------
+# Conversation state
+
+
+def conversation_summary(conversation: Conversation, unread: int | None = None) -> dict[str, Any]:
+    """How a conversation appears in the dashboard list."""
+    visitor = conversation.visitor
+    assignee = conversation.assignee
+    return {
+        "id": conversation.pk,
+        "site": conversation.site_id,
+        "status": conversation.status,
+        "visitor": {"id": visitor.public_id, "name": str(visitor)},
+        "assignee": (
+            {"id": assignee.pk, "name": getattr(getattr(assignee, "agent", None),
+                                                "display_name", "") or assignee.get_username()}
+            if assignee else None
+        ),
+        "last_seq": conversation.last_seq,
+        "last_message_at": (
+            conversation.last_message_at.isoformat() if conversation.last_message_at else None
+        ),
+        "last_message_preview": conversation.last_message_preview,
+        "unread": unread if unread is not None else 0,
+        "created_at": conversation.created_at.isoformat(),
+    }
+
+
+def conversation_list(user: AbstractBaseUser, view: str, limit: int = 100) -> list[dict[str, Any]]:
+    """The dashboard's list: `waiting` (unassigned), `mine`, `open` (all open it can see)."""
+    queryset = conversations_visible_to(user).exclude(status=Conversation.Status.RESOLVED)
+    if view == "waiting":
+        queryset = queryset.filter(assignee__isnull=True)
+    elif view == "mine":
+        queryset = queryset.filter(assignee_id=user.pk)
+    elif view == "resolved":
+        queryset = conversations_visible_to(user).filter(status=Conversation.Status.RESOLVED)
+    elif view != "open":
+        raise errors.invalid(_("Unknown list; use waiting, mine, open or resolved."))
+    queryset = queryset.select_related("visitor", "assignee__agent").annotate(
+        unread=Count(
+            "messages",
+            filter=Q(messages__sender_kind=Message.SenderKind.VISITOR)
+            & Q(messages__seq__gt=F("agent_read_seq")),
+        )
+    ).order_by("-last_message_at", "-id")[:limit]
+    return [conversation_summary(c, c.unread) for c in queryset]
+
+
+def conversation_detail(conversation: Conversation) -> dict[str, Any]:
+    visitor = conversation.visitor
+    summary = conversation_summary(conversation)
+    summary["visitor"].update(
+        {
+            "email": visitor.email,
+            "ip": visitor.ip,
+            "user_agent": visitor.user_agent,
+            "page_url": visitor.page_url,
+            "referrer": visitor.referrer,
+            "first_seen": visitor.first_seen.isoformat(),
+            "last_seen": visitor.last_seen.isoformat(),
+        }
+    )
+    return summary
+
+
+def set_conversation_status(
+    user: AbstractBaseUser, conversation_id: Any, status: Any
+) -> Conversation:
+    if status not in Conversation.Status.values:
+        raise errors.invalid(_("The field 'status' must be open, pending or resolved."))
+    with transaction.atomic():
+        visible = check_agent_conversation(user, conversation_id)
+        conversation = Conversation.objects.select_for_update().get(pk=visible.pk)
+        conversation.status = status
+        conversation.resolved_at = timezone.now() if status == "resolved" else None
+        conversation.save(update_fields=["status", "resolved_at"])
+    logger.info("conversation.status", extra={"conversation": conversation.pk, "status": status})
+    return Conversation.objects.select_related("visitor", "assignee__agent").get(
+        pk=conversation.pk
+    )
+
+
+def mark_read_by_agent(user: AbstractBaseUser, conversation_id: Any, seq: Any) -> Conversation:
+    conversation = check_agent_conversation(user, conversation_id)
+    _check_seq(seq)
+    Conversation.objects.filter(pk=conversation.pk, agent_read_seq__lt=seq).update(
+        agent_read_seq=min(seq, conversation.last_seq)
+    )
+    return conversation
+
+
+def mark_read_by_visitor(visitor_id: int, conversation_id: Any, seq: Any) -> Conversation:
+    conversation = check_visitor_conversation(visitor_id, conversation_id)
+    _check_seq(seq)
+    Conversation.objects.filter(pk=conversation.pk, visitor_read_seq__lt=seq).update(
+        visitor_read_seq=min(seq, conversation.last_seq)
+    )
+    return conversation
+
+
+def _check_seq(seq: Any) -> None:
+    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
+        raise errors.invalid(_("The field 'seq' must be a message sequence number (0 or more)."))

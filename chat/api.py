@@ -1,0 +1,113 @@
+"""HTTP API: widget sessions (public, CORS) and the agent's conversation lists."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse
+from django.utils.translation import gettext as _
+from rest_framework.exceptions import ParseError
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from chat import actions, errors
+from chat.errors import GoflyError
+from chat.models import Conversation
+
+logger = logging.getLogger(__name__)
+
+
+def _cors(response: HttpResponse, request: HttpRequest) -> HttpResponse:
+    origin = request.headers.get("Origin")
+    if origin:
+        # The site's allowed origins are checked on the POST itself; the browser only needs
+        # to be told it may read the answer.
+        response["Access-Control-Allow-Origin"] = origin
+        response["Vary"] = "Origin"
+        response["Access-Control-Allow-Methods"] = "POST, OPTIONS"
+        response["Access-Control-Allow-Headers"] = "Content-Type"
+        response["Access-Control-Max-Age"] = "600"
+    return response
+
+
+def _client_ip(request: HttpRequest) -> str | None:
+    # TODO(gofly): trust X-Forwarded-For only from configured proxies once deployment docs
+    # name them; until then the socket peer address is the only honest answer.
+    return request.META.get("REMOTE_ADDR") or None
+
+
+def _ws_url(request: HttpRequest, token: str) -> str:
+    public = settings.GOFLY["server"]["public_url"].rstrip("/")
+    if public:
+        base = public.replace("https://", "wss://", 1).replace("http://", "ws://", 1)
+    else:
+        scheme = "wss" if request.is_secure() else "ws"
+        base = f"{scheme}://{request.get_host()}"
+    return f"{base}/ws/visitor/?token={token}"
+
+
+class WidgetSessionView(APIView):
+    """`POST /api/widget/v1/sessions`: start or continue a visitor, answer a socket token."""
+
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+
+    def options(self, request: Request, *args: Any, **kwargs: Any) -> HttpResponse:
+        return _cors(HttpResponse(status=204), request)
+
+    def post(self, request: Request) -> Response:
+        try:
+            try:
+                data = request.data
+            except ParseError:
+                data = None
+            if not isinstance(data, dict):
+                raise errors.malformed(_("The request body must be a JSON object."))
+            site = actions.check_site_for_widget(data.get("site"), request.headers.get("Origin"))
+            session = actions.start_visitor_session(
+                site,
+                data.get("visitor_id"),
+                ip=_client_ip(request),
+                user_agent=request.headers.get("User-Agent", ""),
+                referrer=str(data.get("referrer") or "")[:2000],
+                page_url=str(data.get("page_url") or request.headers.get("Referer", "")),
+            )
+        except GoflyError as exc:
+            logger.info("widget.session_refused", extra={"code": str(exc.code)})
+            return _cors(Response(exc.as_dict(), status=exc.status), request)
+        body = {
+            "visitor_id": session.visitor.public_id,
+            "token": session.token,
+            "ws_url": _ws_url(request, session.token),
+            "site": {
+                "name": site.name,
+                "title": site.widget_title,
+                "color": site.widget_color,
+                "welcome": site.welcome_message,
+                "language": site.default_language,
+            },
+        }
+        return _cors(Response(body, status=201), request)
+
+
+class ConversationListView(APIView):
+    """`GET /api/agent/v1/conversations?view=waiting|mine|open|resolved`."""
+
+    def get(self, request: Request) -> Response:
+        view = request.query_params.get("view", "open")
+        return Response({"conversations": actions.conversation_list(request.user, view)})
+
+
+class ConversationDetailView(APIView):
+    """`GET /api/agent/v1/conversations/<id>`: the conversation and its visitor's details."""
+
+    def get(self, request: Request, conversation_id: int) -> Response:
+        conversation = actions.check_agent_conversation(request.user, conversation_id)
+        conversation = Conversation.objects.select_related("visitor", "assignee__agent").get(
+            pk=conversation.pk
+        )
+        return Response(actions.conversation_detail(conversation))

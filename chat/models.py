@@ -1,0 +1,188 @@
+"""Sites, visitors, conversations and their messages.
+
+The message table is shaped for monthly range partitioning on PostgreSQL: its primary key in
+the database is `(id, created_at)` (see migration 0002) and no foreign key points into it.
+Read positions and replies therefore refer to messages by `seq`, never by a foreign key.
+"""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+
+def new_site_key() -> str:
+    return secrets.token_urlsafe(16)
+
+
+def new_visitor_id() -> str:
+    return uuid.uuid4().hex
+
+
+class Site(models.Model):
+    """One customer website or inbox; the widget finds it by its public `key`."""
+
+    key = models.CharField(max_length=64, unique=True, default=new_site_key)
+    name = models.CharField(max_length=200)
+    allowed_origins = models.TextField(
+        blank=True,
+        help_text=_("One origin per line, e.g. https://shop.example.com. Empty allows any page."),
+    )
+    widget_title = models.CharField(max_length=100, default="Chat with us")
+    widget_color = models.CharField(max_length=7, default="#1f6feb")
+    welcome_message = models.TextField(blank=True, default="Hi! How can we help?")
+    default_language = models.CharField(
+        max_length=10, choices=settings.LANGUAGES, default="en"
+    )
+    typing_preview = models.BooleanField(
+        default=True, help_text=_("Show agents what the visitor is typing before it is sent.")
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return self.name
+
+    def origin_allowed(self, origin: str | None) -> bool:
+        allowed = [line.strip().rstrip("/") for line in self.allowed_origins.splitlines()]
+        allowed = [line for line in allowed if line]
+        if not allowed:
+            return True
+        return origin is not None and origin.rstrip("/") in allowed
+
+
+class Visitor(models.Model):
+    """Someone chatting from a site; `public_id` is the stable id the browser keeps."""
+
+    site = models.ForeignKey(Site, on_delete=models.CASCADE, related_name="visitors")
+    public_id = models.CharField(max_length=64, default=new_visitor_id)
+    name = models.CharField(max_length=200, blank=True)
+    email = models.EmailField(blank=True)
+    ip = models.GenericIPAddressField(null=True, blank=True)
+    user_agent = models.TextField(blank=True)
+    referrer = models.TextField(blank=True)
+    page_url = models.TextField(blank=True)
+    first_seen = models.DateTimeField(default=timezone.now)
+    last_seen = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["site", "public_id"], name="visitor_unique_per_site")
+        ]
+
+    def __str__(self) -> str:
+        return self.name or f"Visitor {self.public_id[:8]}"
+
+
+class Conversation(models.Model):
+    class Status(models.TextChoices):
+        OPEN = "open", _("Open")
+        PENDING = "pending", _("Pending")
+        RESOLVED = "resolved", _("Resolved")
+
+    class Channel(models.TextChoices):
+        WEB = "web", _("Website")
+        API = "api", _("API")
+
+    site = models.ForeignKey(Site, on_delete=models.CASCADE, related_name="conversations")
+    visitor = models.ForeignKey(Visitor, on_delete=models.CASCADE, related_name="conversations")
+    channel = models.CharField(max_length=20, choices=Channel.choices, default=Channel.WEB)
+    status = models.CharField(
+        max_length=10, choices=Status.choices, default=Status.OPEN, db_index=True
+    )
+    assignee = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="assigned_conversations",
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    first_agent_reply_at = models.DateTimeField(null=True, blank=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    last_seq = models.PositiveBigIntegerField(default=0)
+    last_message_at = models.DateTimeField(null=True, blank=True)
+    last_message_preview = models.CharField(max_length=200, blank=True)
+    agent_read_seq = models.PositiveBigIntegerField(default=0)
+    visitor_read_seq = models.PositiveBigIntegerField(default=0)
+
+    class Meta:
+        indexes = [models.Index(fields=["site", "status", "-last_message_at"])]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.visitor}"
+
+
+class Upload(models.Model):
+    """A file sent in a conversation, stored before the message that refers to it."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    site = models.ForeignKey(Site, on_delete=models.CASCADE, related_name="uploads")
+    conversation = models.ForeignKey(
+        Conversation, null=True, blank=True, on_delete=models.CASCADE, related_name="uploads"
+    )
+    visitor = models.ForeignKey(Visitor, null=True, blank=True, on_delete=models.CASCADE)
+    agent_user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    file = models.FileField(upload_to="uploads/%Y/%m/")
+    original_name = models.CharField(max_length=255)
+    content_type = models.CharField(max_length=100)
+    size = models.PositiveBigIntegerField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return self.original_name
+
+
+class Message(models.Model):
+    class SenderKind(models.TextChoices):
+        VISITOR = "visitor", _("Visitor")
+        AGENT = "agent", _("Agent")
+        BOT = "bot", _("Bot")
+        SYSTEM = "system", _("System")
+
+    class ContentType(models.TextChoices):
+        TEXT = "text", _("Text")
+        IMAGE = "image", _("Image")
+        FILE = "file", _("File")
+
+    id = models.BigAutoField(primary_key=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    # No separate index: the (conversation, seq) unique constraint serves every lookup by
+    # conversation, and history queries use it in seq order.
+    conversation = models.ForeignKey(
+        Conversation, on_delete=models.CASCADE, related_name="messages", db_index=False
+    )
+    seq = models.PositiveBigIntegerField()
+    sender_kind = models.CharField(max_length=10, choices=SenderKind.choices)
+    sender_user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    body = models.TextField(blank=True)
+    content_type = models.CharField(
+        max_length=10, choices=ContentType.choices, default=ContentType.TEXT
+    )
+    attachment = models.ForeignKey(
+        Upload, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    client_id = models.CharField(max_length=64)
+
+    class Meta:
+        # TODO(gofly): once issue 3 partitions this table, unique constraints must include
+        # created_at; seq and client_id stay unique through the conversation row lock that
+        # chat.actions takes before every insert, so these constraints are a second guard.
+        constraints = [
+            models.UniqueConstraint(fields=["conversation", "seq"], name="message_seq_unique"),
+            models.UniqueConstraint(
+                fields=["conversation", "client_id"], name="message_client_id_unique"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.conversation_id}:{self.seq}"

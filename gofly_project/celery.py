@@ -1,0 +1,25 @@
+"""The Celery app. Production runs `celery -A gofly_project worker` and `... beat`.
+
+On embedded defaults there is no broker: `gofly_project.scheduler` runs the same periodic
+tasks in-process (see PERIODIC_TASKS), so `make run` needs no Redis.
+"""
+
+import os
+
+from celery import Celery
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gofly_project.settings")
+
+app = Celery("gofly")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks()
+
+# name -> (dotted task path, interval in seconds). Beat and the embedded scheduler read this.
+PERIODIC_TASKS = {
+    "clear-expired-sessions": ("chat.tasks.clear_expired_sessions", 6 * 3600),
+}
+
+app.conf.beat_schedule = {
+    name: {"task": task, "schedule": float(interval)}
+    for name, (task, interval) in PERIODIC_TASKS.items()
+}
