@@ -289,7 +289,12 @@ def post_visitor_message(
     with transaction.atomic():
         # Locking the visitor first serialises two first messages that would otherwise
         # each create a conversation.
-        visitor = Visitor.objects.select_for_update().select_related("site").get(pk=visitor_id)
+        # of=("self",): a plain FOR UPDATE with a join would also lock the site row and
+        # serialise every visitor of the site.
+        visitor = (
+            Visitor.objects.select_for_update(of=("self",)).select_related("site")
+            .get(pk=visitor_id)
+        )
         upload = check_upload(upload_id, site_id=visitor.site_id, visitor_id=visitor.pk,
                               user_id=None)
         conversation = (
@@ -323,8 +328,11 @@ def post_agent_message(
     """Store an agent's reply; an unassigned conversation becomes the replying agent's."""
     with transaction.atomic():
         visible = check_agent_conversation(user, conversation_id)
+        # Lock only the conversation: locking the joined visitor row too would take the two
+        # locks in the opposite order to post_visitor_message and deadlock with it.
         conversation = (
-            Conversation.objects.select_for_update().select_related("visitor").get(pk=visible.pk)
+            Conversation.objects.select_for_update(of=("self",)).select_related("visitor")
+            .get(pk=visible.pk)
         )
         if conversation.assignee_id not in (None, user.pk) and not user.is_superuser:
             raise errors.conversation_not_found()

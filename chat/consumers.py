@@ -81,8 +81,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def send_error(self, exc: GoflyError, frame: dict | None) -> None:
         reply: dict[str, Any] = {"type": "error", **exc.as_dict()}
-        if isinstance(frame, dict) and isinstance(frame.get("client_id"), str):
-            reply["client_id"] = frame["client_id"][: protocol.CLIENT_ID_MAX]
+        client_id = frame.get("client_id") if isinstance(frame, dict) else None
+        if isinstance(client_id, str) and 0 < len(client_id) <= protocol.CLIENT_ID_MAX:
+            reply["client_id"] = client_id
         await self.send_frame(reply)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:

@@ -1,0 +1,684 @@
+/*
+ * gofly visitor chat widget. Embed on any page with
+ *   <script src="https://HOST/static/gofly/widget.js" data-site="SITE_KEY" async></script>
+ * Wire protocol: docs/protocol.md. Everything it leaves on the host page is namespaced:
+ * the `window.Gofly` global, one `#gofly-widget` host holding an open shadow root,
+ * `gofly-` CSS classes and `gofly:<site>:` localStorage keys.
+ */
+(function () {
+  "use strict";
+
+  if (window.Gofly) return; // pasted twice: one widget is enough
+
+  const script = document.currentScript || document.querySelector("script[data-site]");
+  if (!script || !script.dataset.site) return;
+
+  const SITE = script.dataset.site;
+  const BASE = new URL(script.src, location.href).origin;
+  const STORE = "gofly:" + SITE + ":";
+  const PING_MS = 25000;
+  const TYPING_EVERY_MS = 2000;
+  const TYPING_IDLE_MS = 4000;
+  const AGENT_TYPING_MS = 5000;
+
+  const STRINGS = {
+    en: {
+      title: "Chat",
+      open: "Open chat",
+      close: "Close",
+      placeholder: "Type a message…",
+      send: "Send",
+      attach: "Attach",
+      connecting: "Connecting…",
+      reconnecting: "Reconnecting…",
+      offline: "Chat is unavailable right now, retrying…",
+      refused: "This chat is unavailable.",
+      typing: "Agent is typing…",
+      sending: "Sending…",
+      retrying: "Not sent, retrying",
+    },
+    zh: {
+      title: "在线客服",
+      open: "打开聊天",
+      close: "关闭",
+      placeholder: "输入消息…",
+      send: "发送",
+      attach: "附件",
+      connecting: "连接中…",
+      reconnecting: "正在重新连接…",
+      offline: "暂时无法连接客服，正在重试…",
+      refused: "此聊天不可用。",
+      typing: "客服正在输入…",
+      sending: "发送中…",
+      retrying: "未发送，正在重试",
+    },
+  };
+
+  let t = STRINGS.en;
+  let ui = null; // the DOM nodes, built once the first session answer (or failure) is in
+  let wsUrl = null;
+  let socket = null;
+  let ready = false;
+  let attempt = 0; // reconnect attempts since the last `ready`
+  let retryTimer = 0;
+  let pingTimer = 0;
+  let conversation = null;
+  let lastSeq = 0;
+  let seen = new Set(); // seqs of the current conversation already shown
+  let resumedOnce = false; // unread counting starts after the first history replay
+  let readSent = 0;
+  let unread = 0;
+  let isOpen = false;
+  let flushTimer = 0;
+  let flushDelay = 2000;
+  let typingSentAt = 0;
+  let typingOn = false;
+  let typingIdle = 0;
+  let typingDue = 0;
+  let agentTypingTimer = 0;
+
+  // Storage ---------------------------------------------------------------------------------
+
+  // localStorage throws when disabled (private modes, sandboxed frames); the widget then works
+  // for this page view only.
+  function load(name, fallback) {
+    try {
+      const raw = localStorage.getItem(STORE + name);
+      return raw ? JSON.parse(raw) : fallback;
+    } catch (e) {
+      return fallback;
+    }
+  }
+
+  function save(name, value) {
+    try {
+      localStorage.setItem(STORE + name, JSON.stringify(value));
+    } catch (e) {
+      /* see load() */
+    }
+  }
+
+  // The outbox is re-read on every change because another tab of the same site shares it.
+  function outbox() {
+    const items = load("outbox", []);
+    return Array.isArray(items) ? items : [];
+  }
+
+  function dropFromOutbox(clientId) {
+    save("outbox", outbox().filter((item) => item.client_id !== clientId));
+  }
+
+  function newId() {
+    const c = window.crypto;
+    if (c && typeof c.randomUUID === "function") return c.randomUUID();
+    const bytes = c ? c.getRandomValues(new Uint8Array(16)) : [Math.random() * 1e16];
+    return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+  }
+
+  // Session ---------------------------------------------------------------------------------
+
+  async function requestSession() {
+    const response = await fetch(BASE + "/api/widget/v1/sessions", {
+      method: "POST",
+      credentials: "omit",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({
+        site: SITE,
+        visitor_id: load("visitor", undefined),
+        page_url: location.href,
+        referrer: document.referrer,
+      }),
+    });
+    const data = await response.json().catch(() => ({}));
+    if (!response.ok) {
+      throw Object.assign(new Error(data.detail || response.statusText), data, {
+        status: response.status,
+      });
+    }
+    save("visitor", data.visitor_id);
+    return data;
+  }
+
+  function startSession() {
+    requestSession().then(onSession, onSessionError);
+  }
+
+  function onSession(data) {
+    wsUrl = data.ws_url;
+    if (!ui) buildUi(data.site);
+    applySite(data.site);
+    connect();
+  }
+
+  function onSessionError(err) {
+    if (!ui) buildUi(null);
+    if (err.code === "invalid" && load("visitor", null)) {
+      save("visitor", null); // a mangled stored id: start over as a new visitor
+      return later(startSession);
+    }
+    // A 4xx answer (unknown site, origin not allowed) will not change by retrying.
+    if (err.status && err.status < 500) return showStatus(err.message);
+    showStatus(t.offline);
+    later(startSession);
+  }
+
+  // Socket ----------------------------------------------------------------------------------
+
+  function connect() {
+    clearTimeout(retryTimer);
+    const ws = new WebSocket(wsUrl);
+    socket = ws;
+    ws.onmessage = (event) => onFrame(event.data);
+    ws.onclose = (event) => onClose(ws, event.code);
+  }
+
+  function onClose(ws, code) {
+    if (ws !== socket) return;
+    socket = null;
+    ready = false;
+    clearInterval(pingTimer);
+    showAgentTyping(false);
+    if (code === 4403) return showStatus(t.refused);
+    showStatus(t.reconnecting);
+    // 4401: the token expired or was revoked; a fresh session answer carries a new one.
+    later(code === 4401 ? startSession : connect);
+  }
+
+  // Exponential backoff (0.5 s doubling to 15 s) with jitter, so a server restart is not
+  // met by every open page reconnecting in the same instant.
+  function later(fn) {
+    const cap = Math.min(15000, 500 * 2 ** attempt++);
+    clearTimeout(retryTimer);
+    retryTimer = setTimeout(fn, cap / 2 + (Math.random() * cap) / 2);
+  }
+
+  function send(frame) {
+    if (!ready || socket.readyState !== WebSocket.OPEN) return false;
+    socket.send(JSON.stringify(frame));
+    return true;
+  }
+
+  const HANDLERS = {
+    ready: onReady,
+    message: onMessage,
+    ack: onAck,
+    error: onError,
+    resumed: onResumed,
+    typing: onTyping,
+  };
+
+  function onFrame(text) {
+    let frame;
+    try {
+      frame = JSON.parse(text);
+    } catch (e) {
+      return;
+    }
+    const handler = frame && HANDLERS[frame.type];
+    if (handler) handler(frame);
+  }
+
+  function onReady(frame) {
+    ready = true;
+    attempt = 0;
+    showStatus("");
+    pingTimer = setInterval(() => send({ type: "ping" }), PING_MS);
+    if (frame.conversation) {
+      useConversation(frame.conversation.id);
+      send({ type: "resume", conversation: conversation, after_seq: lastSeq });
+    } else {
+      resumedOnce = true;
+    }
+    flushOutbox();
+  }
+
+  function onResumed() {
+    resumedOnce = true;
+    if (isOpen) markRead();
+  }
+
+  // A new conversation (the visitor's first message, or another tab's) replaces the history
+  // shown; messages still pending stay.
+  function useConversation(id) {
+    if (id === conversation) return;
+    if (conversation !== null) {
+      ui.list.querySelectorAll(".gofly-msg[data-seq]").forEach((node) => node.remove());
+    }
+    conversation = id;
+    lastSeq = 0;
+    readSent = 0;
+    seen = new Set();
+  }
+
+  function remember(seq) {
+    seen.add(seq);
+    lastSeq = Math.max(lastSeq, seq);
+  }
+
+  function onMessage(message) {
+    if (conversation !== null && message.conversation < conversation) return;
+    useConversation(message.conversation);
+    if (seen.has(message.seq)) return;
+    remember(message.seq);
+    const mine = message.sender && message.sender.kind === "visitor";
+    const pending = mine && message.client_id && pendingBubble(message.client_id);
+    if (pending) {
+      dropFromOutbox(message.client_id);
+      deliver(pending, message.seq);
+    } else {
+      place(messageRow(message), message.seq);
+    }
+    if (!mine) onAgentMessage();
+  }
+
+  function onAck(ack) {
+    dropFromOutbox(ack.client_id);
+    flushDelay = 2000;
+    useConversation(ack.conversation);
+    const pending = pendingBubble(ack.client_id);
+    if (!pending) return;
+    if (seen.has(ack.seq)) return pending.remove();
+    remember(ack.seq);
+    deliver(pending, ack.seq);
+  }
+
+  function onError(frame) {
+    if (!frame.client_id) {
+      // e.g. a resume of a conversation that is gone; nothing is waiting on it.
+      resumedOnce = true;
+      return;
+    }
+    const pending = pendingBubble(frame.client_id);
+    if (frame.code === "unavailable" || frame.code === "rate_limited") {
+      if (pending) setNote(pending, t.retrying);
+      return scheduleFlush();
+    }
+    dropFromOutbox(frame.client_id);
+    if (pending) {
+      pending.classList.add("gofly-msg-failed");
+      setNote(pending, frame.detail || frame.code);
+    }
+  }
+
+  function onTyping(frame) {
+    if (frame.sender && frame.sender.kind !== "visitor") showAgentTyping(frame.active);
+  }
+
+  function onAgentMessage() {
+    showAgentTyping(false);
+    if (isOpen) markRead();
+    else if (resumedOnce) setUnread(unread + 1);
+  }
+
+  function markRead() {
+    if (conversation === null || lastSeq <= readSent) return;
+    if (send({ type: "read", conversation: conversation, seq: lastSeq })) readSent = lastSeq;
+  }
+
+  // Outgoing messages -----------------------------------------------------------------------
+
+  function submit() {
+    const body = ui.input.value.trim();
+    if (!body) return;
+    ui.input.value = "";
+    autosize();
+    stopTyping();
+    const item = { client_id: newId(), body: body };
+    save("outbox", outbox().concat(item));
+    showPending(item);
+    send(messageFrame(item));
+  }
+
+  function messageFrame(item) {
+    return { type: "message", client_id: item.client_id, body: item.body, attachment: null };
+  }
+
+  // Resending is safe: the server answers a known client_id with the same ack and stores
+  // nothing new, so after a lost ack, a reload or a reconnect everything pending goes again.
+  function flushOutbox() {
+    outbox().forEach((item) => send(messageFrame(item)));
+  }
+
+  function scheduleFlush() {
+    if (flushTimer) return;
+    flushTimer = setTimeout(() => {
+      flushTimer = 0;
+      flushOutbox();
+    }, flushDelay);
+    flushDelay = Math.min(flushDelay * 2, 30000);
+  }
+
+  // Typing frames go at most every 2 s (docs/protocol.md); a keystroke inside that window
+  // is not dropped but deferred to its end, so the agent still sees it with the newest draft.
+  function onInput() {
+    autosize();
+    clearTimeout(typingIdle);
+    typingIdle = setTimeout(stopTyping, TYPING_IDLE_MS);
+    if (typingDue) return;
+    const wait = Math.max(0, typingSentAt + TYPING_EVERY_MS - Date.now());
+    typingDue = setTimeout(startTyping, wait);
+  }
+
+  function startTyping() {
+    typingDue = 0;
+    if (!ui.input.value) return;
+    typingSentAt = Date.now();
+    typingOn = send({ type: "typing", state: "start", preview: ui.input.value }) || typingOn;
+  }
+
+  function stopTyping() {
+    clearTimeout(typingIdle);
+    clearTimeout(typingDue);
+    typingDue = 0;
+    if (!typingOn) return;
+    typingSentAt = Date.now();
+    typingOn = !send({ type: "typing", state: "stop" });
+  }
+
+  function onKeyDown(event) {
+    // Enter also confirms a Chinese IME candidate and must not send then (Safari reports
+    // that only through keyCode 229).
+    const composing = event.isComposing || event.keyCode === 229;
+    if (event.key === "Enter" && !event.shiftKey && !composing) {
+      event.preventDefault();
+      submit();
+    }
+  }
+
+  // DOM -------------------------------------------------------------------------------------
+
+  function h(tag, className, text) {
+    const node = document.createElement(tag);
+    if (className) node.className = className;
+    if (text) node.textContent = text;
+    return node;
+  }
+
+  function icon(path) {
+    const ns = "http://www.w3.org/2000/svg";
+    const svg = document.createElementNS(ns, "svg");
+    svg.setAttribute("viewBox", "0 0 24 24");
+    svg.setAttribute("aria-hidden", "true");
+    const shape = document.createElementNS(ns, "path");
+    shape.setAttribute("d", path);
+    svg.append(shape);
+    return svg;
+  }
+
+  function buildUi(site) {
+    const pageLang = document.documentElement.lang || "";
+    const zh = /^zh/i.test(pageLang) || /^zh/i.test((site && site.language) || "");
+    t = zh ? STRINGS.zh : STRINGS.en;
+
+    const host = h("div");
+    host.id = "gofly-widget";
+    const root = host.attachShadow({ mode: "open" });
+    ui = { host: host };
+    ui.launcher = buildLauncher();
+    ui.panel = buildPanel();
+    root.append(h("style", "", CSS), ui.launcher, ui.panel);
+    document.body.append(host);
+    // Messages not acknowledged before the last reload; they are resent once connected.
+    outbox().forEach(showPending);
+    if (isOpen) open();
+  }
+
+  function buildLauncher() {
+    const button = h("button", "gofly-launcher");
+    button.type = "button";
+    button.setAttribute("aria-label", t.open);
+    button.setAttribute("aria-expanded", "false");
+    button.append(icon("M4 4h16v12H7l-3 3z"));
+    ui.badge = h("span", "gofly-badge");
+    ui.badge.hidden = true;
+    button.append(ui.badge);
+    button.addEventListener("click", () => (isOpen ? close() : open()));
+    return button;
+  }
+
+  function buildPanel() {
+    const panel = h("div", "gofly-panel");
+    panel.hidden = true;
+    panel.setAttribute("role", "dialog");
+    panel.addEventListener("keydown", (e) => e.key === "Escape" && close());
+
+    const header = h("div", "gofly-header");
+    ui.title = h("span", "gofly-title", t.title);
+    const closeButton = h("button", "gofly-close", "×");
+    closeButton.type = "button";
+    closeButton.setAttribute("aria-label", t.close);
+    closeButton.addEventListener("click", close);
+    header.append(ui.title, closeButton);
+
+    ui.status = h("div", "gofly-status", t.connecting);
+    ui.list = h("div", "gofly-list");
+    ui.list.setAttribute("role", "log");
+    ui.typing = h("div", "gofly-typing", t.typing);
+    ui.typing.hidden = true;
+    panel.append(header, ui.status, ui.list, ui.typing, buildComposer());
+    return panel;
+  }
+
+  function buildComposer() {
+    const composer = h("div", "gofly-composer");
+    ui.input = h("textarea", "gofly-input");
+    ui.input.rows = 1;
+    ui.input.placeholder = t.placeholder;
+    ui.input.setAttribute("aria-label", t.placeholder);
+    ui.input.addEventListener("input", onInput);
+    ui.input.addEventListener("keydown", onKeyDown);
+    const sendButton = h("button", "gofly-send", t.send);
+    sendButton.type = "button";
+    sendButton.addEventListener("click", submit);
+    // TODO(gofly): uploads (issue 2) land with POST /api/widget/v1/uploads; the attach
+    // button (label t.attach) goes here, before the textarea, and sends `attachment`.
+    composer.append(ui.input, sendButton);
+    return composer;
+  }
+
+  function applySite(site) {
+    ui.title.textContent = site.title || site.name || t.title;
+    ui.panel.setAttribute("aria-label", ui.title.textContent);
+    if (site.color) ui.host.style.setProperty("--gofly-color", site.color);
+    if (site.welcome && !ui.welcome) {
+      ui.welcome = h("div", "gofly-welcome");
+      ui.welcome.append(h("div", "gofly-bubble", site.welcome));
+      ui.list.prepend(ui.welcome);
+    }
+  }
+
+  function messageRow(message) {
+    const mine = message.sender && message.sender.kind === "visitor";
+    const row = h("div", "gofly-msg " + (mine ? "gofly-msg-visitor" : "gofly-msg-agent"));
+    if (!mine && message.sender && message.sender.name) {
+      row.append(h("div", "gofly-name", message.sender.name));
+    }
+    const bubble = h("div", "gofly-bubble", message.body);
+    if (message.attachment) bubble.append(attachmentLink(message.attachment));
+    row.append(bubble);
+    if (message.created_at) row.title = new Date(message.created_at).toLocaleString();
+    return row;
+  }
+
+  function attachmentLink(attachment) {
+    const link = h("a", "gofly-file", attachment.name || attachment.url);
+    const href = webUrl(attachment.url);
+    if (href) link.href = href;
+    link.target = "_blank";
+    link.rel = "noopener noreferrer";
+    return link;
+  }
+
+  // Only web links: a `javascript:` URL in a message must never become clickable code.
+  function webUrl(value) {
+    try {
+      const url = new URL(value, BASE);
+      return url.protocol === "https:" || url.protocol === "http:" ? url.href : null;
+    } catch (e) {
+      return null;
+    }
+  }
+
+  function showPending(item) {
+    const row = messageRow({ body: item.body, sender: { kind: "visitor" } });
+    row.dataset.clientId = item.client_id;
+    row.classList.add("gofly-pending");
+    setNote(row, t.sending);
+    appendRow(row, ui.list.children.length);
+  }
+
+  function pendingBubble(clientId) {
+    for (const row of ui.list.querySelectorAll(".gofly-msg[data-client-id]")) {
+      if (row.dataset.clientId === clientId) return row;
+    }
+    return null;
+  }
+
+  function deliver(row, seq) {
+    row.classList.remove("gofly-pending");
+    delete row.dataset.clientId;
+    setNote(row, "");
+    place(row, seq);
+  }
+
+  // Keep delivered messages in seq order and above the ones still pending.
+  function place(row, seq) {
+    row.dataset.seq = seq;
+    const rows = Array.from(ui.list.children);
+    const index = rows.findIndex(
+      (node) => node !== row && (node.dataset.clientId || Number(node.dataset.seq) > seq)
+    );
+    appendRow(row, index === -1 ? rows.length : index);
+  }
+
+  function appendRow(row, index) {
+    const list = ui.list;
+    const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
+    list.insertBefore(row, list.children[index] || null);
+    if (atBottom || row.classList.contains("gofly-msg-visitor")) list.scrollTop = list.scrollHeight;
+  }
+
+  function setNote(row, text) {
+    let note = row.querySelector(".gofly-note");
+    if (!note) row.append((note = h("div", "gofly-note")));
+    note.textContent = text;
+    note.hidden = !text;
+  }
+
+  function showStatus(text) {
+    ui.status.textContent = text;
+    ui.status.hidden = !text;
+  }
+
+  function showAgentTyping(active) {
+    clearTimeout(agentTypingTimer);
+    if (!ui) return;
+    ui.typing.hidden = !active;
+    if (active) agentTypingTimer = setTimeout(() => showAgentTyping(false), AGENT_TYPING_MS);
+  }
+
+  function setUnread(count) {
+    unread = count;
+    ui.badge.textContent = count > 99 ? "99+" : String(count);
+    ui.badge.hidden = count === 0;
+  }
+
+  function autosize() {
+    ui.input.style.height = "auto";
+    ui.input.style.height = Math.min(ui.input.scrollHeight, 120) + "px";
+  }
+
+  // Public API ------------------------------------------------------------------------------
+
+  function open() {
+    isOpen = true;
+    if (!ui) return; // buildUi() opens the panel once it exists
+    ui.panel.hidden = false;
+    ui.launcher.setAttribute("aria-expanded", "true");
+    setUnread(0);
+    markRead();
+    ui.list.scrollTop = ui.list.scrollHeight;
+    ui.input.focus();
+  }
+
+  function close() {
+    isOpen = false;
+    if (!ui) return;
+    ui.panel.hidden = true;
+    ui.launcher.setAttribute("aria-expanded", "false");
+    if (document.activeElement === ui.host) ui.launcher.focus();
+  }
+
+  const CSS = `
+:host { all: initial; }
+* { box-sizing: border-box; }
+[hidden] { display: none !important; }
+.gofly-launcher, .gofly-panel {
+  --c: var(--gofly-color, #1f6feb);
+  position: fixed; right: 20px; z-index: 2147483000;
+  font: 14px/1.4 system-ui, -apple-system, "Segoe UI", "PingFang SC", "Microsoft YaHei", sans-serif;
+}
+.gofly-launcher {
+  bottom: 20px; width: 56px; height: 56px; border: 0; border-radius: 50%;
+  background: var(--c); color: #fff; cursor: pointer; padding: 15px;
+  box-shadow: 0 4px 14px rgba(0,0,0,.25);
+}
+.gofly-launcher svg { width: 26px; height: 26px; fill: currentColor; }
+.gofly-badge {
+  position: absolute; top: -4px; right: -4px; min-width: 20px; height: 20px; padding: 0 5px;
+  border-radius: 10px; background: #d93025; color: #fff; font-size: 12px; line-height: 20px;
+}
+.gofly-panel {
+  bottom: 88px; width: 360px; height: 520px; max-height: calc(100vh - 108px);
+  display: flex; flex-direction: column; overflow: hidden;
+  background: #fff; color: #1f2328; border-radius: 12px; box-shadow: 0 8px 30px rgba(0,0,0,.25);
+}
+.gofly-header {
+  display: flex; align-items: center; padding: 12px 14px; background: var(--c); color: #fff;
+}
+.gofly-title { flex: 1; font-weight: 600; font-size: 15px; }
+.gofly-close {
+  border: 0; background: none; color: inherit; font-size: 22px; line-height: 1; cursor: pointer;
+}
+.gofly-status { padding: 4px 14px; background: #fff8c5; font-size: 12px; color: #6e5600; }
+.gofly-list {
+  flex: 1; overflow-y: auto; padding: 12px; display: flex; flex-direction: column; gap: 8px;
+  background: #f6f8fa;
+}
+.gofly-msg, .gofly-welcome { display: flex; flex-direction: column; align-items: flex-start; }
+.gofly-msg-visitor { align-items: flex-end; }
+.gofly-bubble {
+  max-width: 80%; padding: 8px 12px; border-radius: 14px; background: #fff;
+  border: 1px solid #e1e4e8; white-space: pre-wrap; overflow-wrap: anywhere;
+}
+.gofly-msg-visitor .gofly-bubble { background: var(--c); border-color: transparent; color: #fff; }
+.gofly-pending .gofly-bubble { opacity: .6; }
+.gofly-msg-failed .gofly-bubble { opacity: .6; border: 1px dashed #d93025; }
+.gofly-name, .gofly-note { font-size: 11px; color: #656d76; margin: 0 6px 2px; }
+.gofly-note { margin-top: 2px; }
+.gofly-msg-failed .gofly-note { color: #d93025; }
+.gofly-file { display: block; color: inherit; text-decoration: underline; }
+.gofly-typing { padding: 2px 14px; font-size: 12px; color: #656d76; background: #f6f8fa; }
+.gofly-composer { display: flex; gap: 8px; padding: 10px; border-top: 1px solid #e1e4e8; }
+.gofly-input {
+  flex: 1; resize: none; border: 1px solid #d0d7de; border-radius: 8px; padding: 8px;
+  font: inherit; color: inherit; max-height: 120px;
+}
+.gofly-input:focus { outline: 2px solid var(--c); outline-offset: -1px; }
+.gofly-send {
+  border: 0; border-radius: 8px; padding: 0 14px; background: var(--c); color: #fff;
+  font: inherit; font-weight: 600; cursor: pointer;
+}
+@media (max-width: 480px) {
+  .gofly-panel { right: 0; bottom: 0; width: 100%; height: 100%; max-height: none; border-radius: 0; }
+}
+`;
+
+  function start() {
+    startSession();
+  }
+
+  window.Gofly = { open: open, close: close };
+  if (document.body) start();
+  else document.addEventListener("DOMContentLoaded", start);
+})();

@@ -1,0 +1,132 @@
+"""Shared fixtures.
+
+Services: the suite always runs on SQLite and the in-memory channel layer. With DATABASE_URL
+set, Django's settings point at that PostgreSQL and pytest-django creates its test database
+there. With REDIS_URL set, every consumer test runs a second time on the Redis pub/sub layer.
+A missing URL skips the Redis variant with a reason; with CI=true an unreachable service is a
+failure, never a skip.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.test import Client
+
+from agents.models import Agent
+from chat import actions
+from chat.models import Site
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+REDIS_URL = os.environ.get("REDIS_URL", "")
+
+
+def _redis_reachable(url: str) -> str | None:
+    import redis
+
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=2).ping()
+    except Exception as exc:  # any failure means the service cannot be used
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def require_redis() -> str:
+    """Return REDIS_URL, or skip (fail under CI) when Redis cannot be used."""
+    if not REDIS_URL:
+        if IN_CI:
+            pytest.fail("CI=true but REDIS_URL is not set; CI must test the Redis layer.")
+        pytest.skip("REDIS_URL is not set; the Redis channel layer variant needs it.")
+    problem = _redis_reachable(REDIS_URL)
+    if problem:
+        message = f"Redis at {REDIS_URL} is unreachable: {problem}"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return REDIS_URL
+
+
+@pytest.fixture(params=["memory", "redis"])
+def channel_layer(request, settings):
+    """Run the test on the in-memory layer and on the Redis pub/sub layer."""
+    if request.param == "memory":
+        settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    else:
+        url = require_redis()
+        settings.CHANNEL_LAYERS = {
+            "default": {
+                "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+                # A prefix per test keeps tests from seeing each other's groups.
+                "CONFIG": {"hosts": [url], "prefix": f"gofly-test-{uuid.uuid4().hex[:8]}"},
+            }
+        }
+    return request.param
+
+
+@pytest.fixture
+def site(db) -> Site:
+    return Site.objects.create(name="Shop", widget_title="Help")
+
+
+@pytest.fixture
+def other_site(db) -> Site:
+    return Site.objects.create(name="Other shop")
+
+
+def make_agent(username: str, *sites: Site) -> Agent:
+    user = get_user_model().objects.create_user(username, password="pw-" + username)
+    agent = Agent.objects.create(user=user, display_name=username.title())
+    agent.sites.add(*sites)
+    return agent
+
+
+@pytest.fixture
+def agent_alice(site) -> Agent:
+    return make_agent("alice", site)
+
+
+@pytest.fixture
+def agent_bob(site) -> Agent:
+    return make_agent("bob", site)
+
+
+def session_cookie_for(user) -> bytes:
+    client = Client()
+    client.force_login(user)
+    return f"sessionid={client.cookies['sessionid'].value}".encode()
+
+
+def new_visitor_session(site: Site, public_id: str | None = None) -> actions.VisitorSession:
+    return actions.start_visitor_session(
+        site, public_id, ip="127.0.0.1", user_agent="pytest", referrer="", page_url=""
+    )
+
+
+def pytest_configure(config):
+    from django.conf import settings
+
+    # Consumers run ORM work in pool threads; persistent connections held by those threads
+    # would keep PostgreSQL from dropping the test database at the end of the run.
+    settings.DATABASES["default"]["CONN_MAX_AGE"] = 0
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _release_pool_connections(django_db_setup, django_db_blocker):
+    """Close what worker threads still hold before pytest-django drops the test database.
+
+    Django can only close a connection from the thread that opened it, and a pool thread that
+    has gone idle may never run again to do so.
+    """
+    yield
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        return
+    with django_db_blocker.unblock(), connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
