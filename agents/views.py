@@ -5,11 +5,36 @@ from __future__ import annotations
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.utils.translation import gettext as _
+
+
+def dashboard_strings() -> dict[str, str]:
+    """Sentences the dashboard's script shows, translated for the agent's language."""
+    return {
+        "connecting": _("Connecting…"),
+        "reconnecting": _("Connection lost. Reconnecting…"),
+        "visitor_typing": _("Visitor is typing…"),
+        "new_conversation": _("New conversation"),
+        "sending": _("Sending…"),
+        "not_sent": _("Not sent yet; will retry."),
+        "open": _("Open"),
+        "pending": _("Pending"),
+        "resolved": _("Resolved"),
+        "name": _("Name"),
+        "email": _("Email"),
+        "ip": _("IP address"),
+        "user_agent": _("Browser"),
+        "page": _("Current page"),
+        "referrer": _("Came from"),
+        "first_seen": _("First seen"),
+        "last_seen": _("Last seen"),
+        "you": _("You"),
+    }
 
 
 @login_required
 def dashboard(request: HttpRequest) -> HttpResponse:
-    return render(request, "agents/dashboard.html")
+    return render(request, "agents/dashboard.html", {"strings": dashboard_strings()})
 
 
 def home(request: HttpRequest) -> HttpResponse:

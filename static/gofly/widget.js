@@ -66,6 +66,7 @@
   let lastSeq = 0;
   let seen = new Set(); // seqs of the current conversation already shown
   let resumedOnce = false; // unread counting starts after the first history replay
+  let replaying = false; // between `resume` and `resumed`: one read frame at the end, not many
   let readSent = 0;
   let unread = 0;
   let isOpen = false;
@@ -92,7 +93,8 @@
 
   function save(name, value) {
     try {
-      localStorage.setItem(STORE + name, JSON.stringify(value));
+      if (value == null) localStorage.removeItem(STORE + name);
+      else localStorage.setItem(STORE + name, JSON.stringify(value));
     } catch (e) {
       /* see load() */
     }
@@ -108,10 +110,10 @@
     save("outbox", outbox().filter((item) => item.client_id !== clientId));
   }
 
+  // randomUUID exists only in secure contexts; a shop served over plain http gets random hex.
   function newId() {
-    const c = window.crypto;
-    if (c && typeof c.randomUUID === "function") return c.randomUUID();
-    const bytes = c ? c.getRandomValues(new Uint8Array(16)) : [Math.random() * 1e16];
+    if (typeof crypto.randomUUID === "function") return crypto.randomUUID();
+    const bytes = crypto.getRandomValues(new Uint8Array(16));
     return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
   }
 
@@ -176,6 +178,7 @@
     if (ws !== socket) return;
     socket = null;
     ready = false;
+    replaying = false;
     clearInterval(pingTimer);
     showAgentTyping(false);
     if (code === 4403) return showStatus(t.refused);
@@ -225,7 +228,7 @@
     pingTimer = setInterval(() => send({ type: "ping" }), PING_MS);
     if (frame.conversation) {
       useConversation(frame.conversation.id);
-      send({ type: "resume", conversation: conversation, after_seq: lastSeq });
+      replaying = send({ type: "resume", conversation: conversation, after_seq: lastSeq });
     } else {
       resumedOnce = true;
     }
@@ -234,6 +237,7 @@
 
   function onResumed() {
     resumedOnce = true;
+    replaying = false;
     if (isOpen) markRead();
   }
 
@@ -284,8 +288,8 @@
 
   function onError(frame) {
     if (!frame.client_id) {
-      // e.g. a resume of a conversation that is gone; nothing is waiting on it.
-      resumedOnce = true;
+      // The conversation to resume is gone: there is no history to wait for.
+      if (frame.code === "not_found") onResumed();
       return;
     }
     const pending = pendingBubble(frame.client_id);
@@ -306,8 +310,11 @@
 
   function onAgentMessage() {
     showAgentTyping(false);
-    if (isOpen) markRead();
-    else if (resumedOnce) setUnread(unread + 1);
+    if (!isOpen) {
+      if (resumedOnce) setUnread(unread + 1);
+    } else if (!replaying) {
+      markRead();
+    }
   }
 
   function markRead() {

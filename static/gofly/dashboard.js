@@ -1,0 +1,445 @@
+/* gofly agent dashboard: conversation lists, one open thread, live over /ws/agent/.
+ *
+ * The server is the source of truth. After every (re)connect the lists are fetched again and
+ * the open thread resumes from the last seq held, so a dropped socket or a restarted server
+ * never needs a page refresh. Messages are keyed by (conversation, seq): duplicates from the
+ * channel layer and from resume are dropped here.
+ */
+(function () {
+  "use strict";
+
+  var T = JSON.parse(document.getElementById("gofly-strings").textContent);
+  var root = document.querySelector(".dashboard");
+  var myId = Number(root.dataset.userId);
+  var $ = function (id) { return document.getElementById(id); };
+
+  var state = {
+    socket: null,
+    attempts: 0,
+    view: "waiting",
+    conversations: new Map(),   // id -> summary
+    messages: new Map(),        // id -> Map(seq -> frame)
+    selected: null,
+    pending: new Map(),         // client_id -> {conversation, body}
+    known: new Set(),           // conversation ids seen, to notify only on new ones
+    typingTimer: null,
+    lastTypingSent: 0,
+  };
+
+  // ---------------------------------------------------------------------------------------
+  // Socket
+
+  function connect() {
+    var scheme = location.protocol === "https:" ? "wss://" : "ws://";
+    var socket = new WebSocket(scheme + location.host + "/ws/agent/");
+    state.socket = socket;
+    socket.onmessage = function (event) { handle(JSON.parse(event.data)); };
+    socket.onclose = function (event) {
+      state.socket = null;
+      if (event.code === 4401) { location.href = "/accounts/login/?next=/dashboard/"; return; }
+      showConnection(T.reconnecting);
+      // Exponential backoff with full jitter so a restarted server is not hit by every tab
+      // at the same instant.
+      var cap = Math.min(15000, 500 * Math.pow(2, state.attempts++));
+      setTimeout(connect, Math.random() * cap);
+    };
+  }
+
+  function send(frame) {
+    if (state.socket && state.socket.readyState === WebSocket.OPEN) {
+      state.socket.send(JSON.stringify(frame));
+      return true;
+    }
+    return false;
+  }
+
+  function handle(frame) {
+    var handler = handlers[frame.type];
+    if (handler) { handler(frame); }
+  }
+
+  var handlers = {
+    ready: function () {
+      state.attempts = 0;
+      showConnection(null);
+      refreshLists().then(function () {
+        if (state.selected !== null) { resume(state.selected); }
+        state.pending.forEach(function (item, clientId) {
+          send({type: "message", client_id: clientId, conversation: item.conversation,
+                body: item.body});
+        });
+      });
+    },
+    message: function (frame) {
+      addMessage(frame);
+      var summary = state.conversations.get(frame.conversation);
+      if (!summary) { loadSummary(frame.conversation, true); return; }
+      summary.last_seq = Math.max(summary.last_seq, frame.seq);
+      summary.last_message_preview = frame.body || (frame.attachment && frame.attachment.name);
+      summary.last_message_at = frame.created_at;
+      if (frame.sender.kind === "visitor") {
+        if (state.selected === frame.conversation && document.hasFocus()) {
+          markRead(frame.conversation);
+        } else {
+          summary.unread = (summary.unread || 0) + 1;
+        }
+        hideTyping(frame.conversation);
+      }
+      renderList();
+    },
+    ack: function (frame) {
+      state.pending.delete(frame.client_id);
+      var bubble = document.querySelector('[data-client-id="' + cssEscape(frame.client_id) + '"]');
+      if (bubble) { bubble.classList.remove("pending"); }
+    },
+    error: function (frame) {
+      if (!frame.client_id || !state.pending.has(frame.client_id)) { return; }
+      if (frame.code === "unavailable" || frame.code === "rate_limited") {
+        var item = state.pending.get(frame.client_id);
+        setTimeout(function () {
+          send({type: "message", client_id: frame.client_id,
+                conversation: item.conversation, body: item.body});
+        }, 2000);
+        return;
+      }
+      state.pending.delete(frame.client_id);
+      var bubble = document.querySelector('[data-client-id="' + cssEscape(frame.client_id) + '"]');
+      if (bubble) {
+        bubble.classList.add("failed");
+        bubble.appendChild(el("small", "error", frame.detail));
+      }
+    },
+    conversation: function (frame) {
+      var summary = frame.conversation;
+      var isNew = !state.known.has(summary.id);
+      var previous = state.conversations.get(summary.id);
+      if (previous && summary.unread === 0) { summary.unread = previous.unread; }
+      state.conversations.set(summary.id, summary);
+      state.known.add(summary.id);
+      if (isNew) { notifyNew(summary); }
+      renderList();
+      if (state.selected === summary.id) { renderThreadHead(); }
+    },
+    conversation_removed: function (frame) {
+      state.conversations.delete(frame.conversation);
+      if (state.selected === frame.conversation) { select(null); }
+      renderList();
+    },
+    typing: function (frame) {
+      if (frame.conversation !== state.selected) { return; }
+      if (!frame.active) { hideTyping(frame.conversation); return; }
+      var line = $("typing");
+      line.textContent = T.visitor_typing + (frame.preview ? " " + frame.preview : "");
+      line.hidden = false;
+      clearTimeout(state.typingTimer);
+      state.typingTimer = setTimeout(function () { line.hidden = true; }, 6000);
+    },
+    read: function (frame) {
+      if (frame.by !== "agent") { return; }
+      var summary = state.conversations.get(frame.conversation);
+      if (summary) { summary.unread = 0; renderList(); }
+    },
+    resumed: function () {},
+    pong: function () {},
+  };
+
+  // ---------------------------------------------------------------------------------------
+  // Lists
+
+  function api(path) {
+    return fetch(path, {credentials: "same-origin", headers: {Accept: "application/json"}})
+      .then(function (response) {
+        if (!response.ok) { throw new Error("HTTP " + response.status); }
+        return response.json();
+      });
+  }
+
+  function refreshLists() {
+    return api("/api/agent/v1/conversations?view=open").then(function (data) {
+      state.conversations.clear();
+      data.conversations.forEach(function (summary) {
+        state.conversations.set(summary.id, summary);
+        state.known.add(summary.id);
+      });
+      renderList();
+    }).catch(function () { /* the socket's reconnect will try again */ });
+  }
+
+  function loadSummary(id, notify) {
+    return api("/api/agent/v1/conversations/" + id).then(function (summary) {
+      var isNew = !state.known.has(id);
+      state.conversations.set(id, summary);
+      state.known.add(id);
+      if (notify && isNew) { notifyNew(summary); }
+      renderList();
+    }).catch(function () {});
+  }
+
+  function inView(summary, view) {
+    if (summary.status === "resolved") { return false; }
+    if (view === "waiting") { return !summary.assignee; }
+    if (view === "mine") { return summary.assignee && summary.assignee.id === myId; }
+    return true;
+  }
+
+  function renderList() {
+    var all = Array.from(state.conversations.values());
+    ["waiting", "mine", "open"].forEach(function (view) {
+      var count = all.filter(function (s) { return inView(s, view); }).length;
+      document.querySelector('[data-count="' + view + '"]').textContent = count;
+    });
+    var shown = all.filter(function (s) { return inView(s, state.view); });
+    shown.sort(function (a, b) {
+      return (b.last_message_at || "").localeCompare(a.last_message_at || "");
+    });
+    var list = $("conversation-list");
+    list.replaceChildren.apply(list, shown.map(listItem));
+    $("list-empty").hidden = shown.length > 0;
+  }
+
+  function listItem(summary) {
+    var item = el("li", "conv-item");
+    item.dataset.id = summary.id;
+    if (summary.id === state.selected) { item.classList.add("selected"); }
+    var top = el("div", "conv-top");
+    top.appendChild(el("strong", "conv-name", summary.visitor.name));
+    if (summary.unread > 0) { top.appendChild(el("span", "unread", String(summary.unread))); }
+    item.appendChild(top);
+    item.appendChild(el("div", "conv-preview", summary.last_message_preview || ""));
+    item.appendChild(el("time", "conv-time", shortTime(summary.last_message_at)));
+    item.addEventListener("click", function () { select(summary.id); });
+    return item;
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // Thread
+
+  function select(id) {
+    state.selected = id;
+    $("thread").hidden = id === null;
+    $("sidebar").hidden = id === null;
+    $("placeholder").hidden = id !== null;
+    $("typing").hidden = true;
+    if (id === null) { renderList(); return; }
+    renderMessages();
+    renderThreadHead();
+    resume(id);
+    markRead(id);
+    api("/api/agent/v1/conversations/" + id).then(renderSidebar).catch(function () {});
+    renderList();
+    $("composer-input").focus();
+  }
+
+  function resume(id) {
+    var held = state.messages.get(id);
+    var after = 0;
+    if (held) { held.forEach(function (_frame, seq) { after = Math.max(after, seq); }); }
+    send({type: "resume", conversation: id, after_seq: after});
+  }
+
+  function addMessage(frame) {
+    if (!state.messages.has(frame.conversation)) {
+      state.messages.set(frame.conversation, new Map());
+    }
+    var held = state.messages.get(frame.conversation);
+    if (held.has(frame.seq)) { return; }
+    held.set(frame.seq, frame);
+    if (frame.conversation === state.selected) { renderMessages(); }
+  }
+
+  function renderMessages() {
+    var list = $("messages");
+    var held = state.messages.get(state.selected) || new Map();
+    var frames = Array.from(held.values()).sort(function (a, b) { return a.seq - b.seq; });
+    var items = frames.map(messageItem);
+    state.pending.forEach(function (item, clientId) {
+      var acked = frames.some(function (f) { return f.client_id === clientId; });
+      if (item.conversation === state.selected && !acked) {
+        items.push(messageItem({client_id: clientId, body: item.body, seq: null,
+                                sender: {kind: "agent", name: T.you}}));
+      }
+    });
+    var atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
+    list.replaceChildren.apply(list, items);
+    if (atBottom || items.length < 30) { list.scrollTop = list.scrollHeight; }
+  }
+
+  function messageItem(frame) {
+    var item = el("li", "msg msg-" + frame.sender.kind);
+    if (frame.seq === null) {
+      item.classList.add("pending");
+      item.dataset.clientId = frame.client_id;
+    } else {
+      item.dataset.seq = frame.seq;
+    }
+    item.appendChild(el("span", "msg-sender", frame.sender.name || frame.sender.kind));
+    item.appendChild(el("p", "msg-body", frame.body));
+    if (frame.attachment) {
+      var link = el("a", "msg-attachment", frame.attachment.name);
+      link.href = frame.attachment.url;
+      link.target = "_blank";
+      link.rel = "noopener";
+      item.appendChild(link);
+    }
+    if (frame.created_at) { item.appendChild(el("time", "msg-time", shortTime(frame.created_at))); }
+    return item;
+  }
+
+  function renderThreadHead() {
+    var summary = state.conversations.get(state.selected);
+    if (!summary) { return; }
+    $("thread-title").textContent = summary.visitor.name;
+    $("thread-status").textContent = T[summary.status] || summary.status;
+    $("resolve").hidden = summary.status === "resolved";
+    $("reopen").hidden = summary.status !== "resolved";
+  }
+
+  function renderSidebar(detail) {
+    var visitor = detail.visitor;
+    var rows = [["name", visitor.name], ["email", visitor.email], ["ip", visitor.ip],
+                ["user_agent", visitor.user_agent], ["page", visitor.page_url],
+                ["referrer", visitor.referrer], ["first_seen", shortTime(visitor.first_seen)],
+                ["last_seen", shortTime(visitor.last_seen)]];
+    var list = $("visitor-details");
+    list.replaceChildren();
+    rows.forEach(function (row) {
+      list.appendChild(el("dt", null, T[row[0]]));
+      list.appendChild(el("dd", null, row[1] || "—"));
+    });
+  }
+
+  function markRead(id) {
+    var summary = state.conversations.get(id);
+    if (!summary || !summary.last_seq) { return; }
+    summary.unread = 0;
+    send({type: "read", conversation: id, seq: summary.last_seq});
+  }
+
+  function hideTyping(id) {
+    if (id === state.selected) { $("typing").hidden = true; }
+  }
+
+  function sendReply() {
+    var input = $("composer-input");
+    var body = input.value;
+    if (!body.trim() || state.selected === null) { return; }
+    var clientId = newClientId();
+    state.pending.set(clientId, {conversation: state.selected, body: body});
+    input.value = "";
+    renderMessages();
+    send({type: "message", client_id: clientId, conversation: state.selected, body: body});
+    send({type: "typing", conversation: state.selected, state: "stop"});
+  }
+
+  function setStatus(status) {
+    if (state.selected !== null) {
+      send({type: "status", conversation: state.selected, status: status});
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // Notifications
+
+  function notifyNew(summary) {
+    if (summary.status === "resolved") { return; }
+    beep();
+    if (window.Notification && Notification.permission === "granted" && document.hidden) {
+      new Notification(T.new_conversation, {body: summary.visitor.name + ": " +
+                                              (summary.last_message_preview || "")});
+    }
+  }
+
+  function beep() {
+    try {
+      var Context = window.AudioContext || window.webkitAudioContext;
+      var audio = new Context();
+      var tone = audio.createOscillator();
+      var gain = audio.createGain();
+      tone.frequency.value = 880;
+      gain.gain.value = 0.05;
+      tone.connect(gain);
+      gain.connect(audio.destination);
+      tone.start();
+      tone.stop(audio.currentTime + 0.15);
+    } catch (e) { /* no audio before the first user gesture; the list still updates */ }
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // Helpers
+
+  function el(tag, className, text) {
+    var node = document.createElement(tag);
+    if (className) { node.className = className; }
+    if (text !== undefined && text !== null) { node.textContent = text; }
+    return node;
+  }
+
+  function shortTime(iso) {
+    if (!iso) { return ""; }
+    var date = new Date(iso);
+    var today = new Date().toDateString() === date.toDateString();
+    return today ? date.toLocaleTimeString([], {hour: "2-digit", minute: "2-digit"})
+                 : date.toLocaleString();
+  }
+
+  function newClientId() {
+    if (window.crypto && crypto.randomUUID) { return crypto.randomUUID(); }
+    return Date.now().toString(36) + Math.random().toString(36).slice(2);
+  }
+
+  function cssEscape(value) {
+    return window.CSS && CSS.escape ? CSS.escape(value) : value.replace(/"/g, '\\"');
+  }
+
+  function showConnection(text) {
+    var banner = $("connection");
+    banner.textContent = text || "";
+    banner.hidden = !text;
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // Wiring
+
+  document.querySelectorAll(".tabs [data-view]").forEach(function (tab) {
+    tab.addEventListener("click", function () {
+      state.view = tab.dataset.view;
+      document.querySelectorAll(".tabs [data-view]").forEach(function (other) {
+        other.classList.toggle("active", other === tab);
+      });
+      renderList();
+    });
+  });
+
+  $("composer").addEventListener("submit", function (event) {
+    event.preventDefault();
+    sendReply();
+  });
+  $("composer-input").addEventListener("keydown", function (event) {
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+      event.preventDefault();
+      sendReply();
+    }
+  });
+  $("composer-input").addEventListener("input", function () {
+    var now = Date.now();
+    if (state.selected !== null && now - state.lastTypingSent > 2000) {
+      state.lastTypingSent = now;
+      send({type: "typing", conversation: state.selected, state: "start"});
+    }
+  });
+  $("resolve").addEventListener("click", function () { setStatus("resolved"); });
+  $("reopen").addEventListener("click", function () { setStatus("open"); });
+  window.addEventListener("focus", function () {
+    if (state.selected !== null) { markRead(state.selected); renderList(); }
+  });
+  document.addEventListener("click", function askOnce() {
+    if (window.Notification && Notification.permission === "default") {
+      Notification.requestPermission();
+    }
+    document.removeEventListener("click", askOnce);
+  });
+  setInterval(function () { send({type: "ping"}); }, 25000);
+
+  showConnection(T.connecting);
+  connect();
+})();

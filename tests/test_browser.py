@@ -1,0 +1,179 @@
+"""End to end in headless Chromium: the demo shop's widget and the agent dashboard.
+
+A real server process (gofly_serve, daphne) runs on its own database: a fresh SQLite file, or a
+fresh PostgreSQL database when DATABASE_URL is set; with REDIS_URL it uses the Redis layer.
+The browser is Debian's /usr/bin/chromium driven by Playwright; no browser is downloaded.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlparse, urlunparse
+
+import pytest
+
+from tests.conftest import IN_CI
+
+CHROMIUM = os.environ.get("GOFLY_CHROMIUM", "/usr/bin/chromium")
+ROOT = Path(__file__).resolve().parent.parent
+PASSWORD = "demo-" + secrets.token_hex(6)
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _require_browser():
+    if not Path(CHROMIUM).exists():
+        message = f"{CHROMIUM} is missing; install Debian's chromium package (.ci/run does)."
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    from playwright.sync_api import sync_playwright
+
+    return sync_playwright
+
+
+def _fresh_database_url(tmp: Path) -> tuple[str, str | None]:
+    """A database for the server process alone; returns (url, postgres name to drop)."""
+    base = os.environ.get("DATABASE_URL")
+    if not base:
+        return f"sqlite:///{tmp / 'e2e.sqlite3'}", None
+    import psycopg2
+
+    name = "gofly_e2e_" + secrets.token_hex(4)
+    admin = urlunparse(urlparse(base)._replace(path="/postgres"))
+    conn = psycopg2.connect(admin)
+    conn.autocommit = True
+    with conn.cursor() as cursor:
+        cursor.execute(f'CREATE DATABASE "{name}"')
+    conn.close()
+    return urlunparse(urlparse(base)._replace(path="/" + name)), name
+
+
+def _drop_database(name: str) -> None:
+    import psycopg2
+
+    admin = urlunparse(urlparse(os.environ["DATABASE_URL"])._replace(path="/postgres"))
+    conn = psycopg2.connect(admin)
+    conn.autocommit = True
+    with conn.cursor() as cursor:
+        cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    conn.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory) -> Iterator[str]:
+    tmp = tmp_path_factory.mktemp("e2e")
+    url, pg_name = _fresh_database_url(tmp)
+    env = {**os.environ, "GOFLY_DATA_DIR": str(tmp), "DATABASE_URL": url,
+           "GOFLY_DEMO_PASSWORD": PASSWORD}
+    manage = [sys.executable, str(ROOT / "manage.py")]
+    subprocess.run([*manage, "migrate", "-v0"], env=env, check=True, cwd=ROOT)
+    subprocess.run([*manage, "gofly_demo"], env=env, check=True, cwd=ROOT,
+                   stdout=subprocess.DEVNULL)
+    port = _free_port()
+    log = open(tmp / "server.log", "w")
+    process = subprocess.Popen([*manage, "gofly_serve", "--port", str(port), "--no-scheduler"],
+                               env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(base + "/healthz", timeout=1)
+                break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("server did not start: " +
+                                       (tmp / "server.log").read_text()[-2000:])
+                time.sleep(0.2)
+        yield base
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+        if pg_name:
+            _drop_database(pg_name)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    sync_playwright = _require_browser()
+    with sync_playwright() as playwright:
+        instance = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield instance
+        instance.close()
+
+
+def log_in(page, base: str) -> None:
+    page.goto(base + "/accounts/login/")
+    page.fill("input[name=username]", "demo")
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(base + "/dashboard/")
+
+
+def test_visitor_and_agent_chat_end_to_end(server, browser):
+    visitor = browser.new_context().new_page()
+    agent = browser.new_context().new_page()
+
+    # The visitor opens the shop and writes.
+    visitor.goto(server + "/demo/")
+    visitor.click(".gofly-launcher")
+    visitor.fill(".gofly-input", "Hello, where is order 1234? <b>now</b>")
+    visitor.press(".gofly-input", "Enter")
+    sent = visitor.locator(".gofly-msg-visitor[data-seq='1']")
+    sent.wait_for()
+    assert sent.inner_text().count("<b>now</b>") == 1  # shown as text, not as markup
+
+    # The agent sees it in the dashboard's waiting list and answers.
+    log_in(agent, server)
+    item = agent.locator(".conv-item").first
+    item.wait_for()
+    assert "order 1234" in item.inner_text()
+    item.click()
+    agent.locator(".msg-visitor[data-seq='1']").wait_for()
+    agent.fill("#composer-input", "It left the warehouse today.")
+    agent.press("#composer-input", "Enter")
+    agent.locator(".msg-agent[data-seq='2']").wait_for()
+
+    # The reply appears in the widget without a refresh.
+    reply = visitor.locator(".gofly-msg-agent[data-seq='2']")
+    reply.wait_for()
+    assert "It left the warehouse today." in reply.inner_text()
+
+    # After a reload the widget shows the whole history again.
+    visitor.reload()
+    visitor.click(".gofly-launcher")
+    visitor.locator(".gofly-msg-agent[data-seq='2']").wait_for()
+    assert visitor.locator(".gofly-msg[data-seq]").count() == 2
+    assert "order 1234" in visitor.locator(".gofly-msg[data-seq='1']").inner_text()
+
+
+def test_dashboard_speaks_chinese(server, browser):
+    context = browser.new_context(locale="zh-CN", extra_http_headers={"Accept-Language": "zh-CN"})
+    page = context.new_page()
+    page.goto(server + "/accounts/login/")
+    assert page.locator("h1").inner_text() == "客服登录"
+    log_in(page, server)
+    assert page.locator("[data-view=waiting]").inner_text().startswith("等待中")
