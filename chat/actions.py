@@ -86,8 +86,9 @@ def start_visitor_session(
 ) -> VisitorSession:
     """Find or create the visitor the browser names, record where it is, and sign a token."""
     if public_id is not None and (
-        not isinstance(public_id, str) or not (8 <= len(public_id) <= 64) or not
-        public_id.replace("-", "").replace("_", "").isalnum()
+        not isinstance(public_id, str)
+        or not (8 <= len(public_id) <= 64)
+        or not public_id.replace("-", "").replace("_", "").isalnum()
     ):
         raise errors.invalid(
             _("The field 'visitor_id' must be 8 to 64 letters, digits, '-' or '_'.")
@@ -102,7 +103,9 @@ def start_visitor_session(
     }
     if public_id:
         visitor, _created = Visitor.objects.update_or_create(
-            site=site, public_id=public_id, defaults=details,
+            site=site,
+            public_id=public_id,
+            defaults=details,
             create_defaults={**details, "first_seen": now},
         )
     else:
@@ -162,12 +165,16 @@ def check_visitor_conversation(visitor_id: int, conversation_id: Any) -> Convers
     return conversation
 
 
-def check_upload(upload_id: Any, *, site_id: int, visitor_id: int | None,
-                 user_id: int | None) -> Upload | None:
+def check_upload(
+    upload_id: Any, *, site_id: int, visitor_id: int | None, user_id: int | None
+) -> Upload | None:
     if upload_id is None:
         return None
-    upload = Upload.objects.filter(pk=str(upload_id), site_id=site_id).first() if isinstance(
-        upload_id, str) else None
+    upload = (
+        Upload.objects.filter(pk=str(upload_id), site_id=site_id).first()
+        if isinstance(upload_id, str)
+        else None
+    )
     owned = upload is not None and (
         (visitor_id is not None and upload.visitor_id == visitor_id)
         or (user_id is not None and upload.agent_user_id == user_id)
@@ -269,8 +276,9 @@ def _store_message(
     return message, True
 
 
-def _posted(message: Message, conversation: Conversation, created: bool,
-            changed: bool) -> PostedMessage:
+def _posted(
+    message: Message, conversation: Conversation, created: bool, changed: bool
+) -> PostedMessage:
     return PostedMessage(
         frame=message_frame(message, _sender_name(message)),
         conversation_id=conversation.pk,
@@ -292,11 +300,13 @@ def post_visitor_message(
         # of=("self",): a plain FOR UPDATE with a join would also lock the site row and
         # serialise every visitor of the site.
         visitor = (
-            Visitor.objects.select_for_update(of=("self",)).select_related("site")
+            Visitor.objects.select_for_update(of=("self",))
+            .select_related("site")
             .get(pk=visitor_id)
         )
-        upload = check_upload(upload_id, site_id=visitor.site_id, visitor_id=visitor.pk,
-                              user_id=None)
+        upload = check_upload(
+            upload_id, site_id=visitor.site_id, visitor_id=visitor.pk, user_id=None
+        )
         conversation = (
             Conversation.objects.select_for_update().filter(visitor=visitor).order_by("-id").first()
         )
@@ -305,8 +315,12 @@ def post_visitor_message(
             conversation = Conversation.objects.create(site=visitor.site, visitor=visitor)
             changed = True
         message, created = _store_message(
-            conversation, client_id=client_id, body=body,
-            sender_kind=Message.SenderKind.VISITOR, sender_user_id=None, upload=upload,
+            conversation,
+            client_id=client_id,
+            body=body,
+            sender_kind=Message.SenderKind.VISITOR,
+            sender_user_id=None,
+            upload=upload,
         )
         if created:
             fields = ["last_seq", "last_message_at", "last_message_preview"]
@@ -322,7 +336,11 @@ def post_visitor_message(
 
 
 def post_agent_message(
-    user: AbstractBaseUser, conversation_id: Any, *, client_id: str, body: str,
+    user: AbstractBaseUser,
+    conversation_id: Any,
+    *,
+    client_id: str,
+    body: str,
     upload_id: Any = None,
 ) -> PostedMessage:
     """Store an agent's reply; an unassigned conversation becomes the replying agent's."""
@@ -331,16 +349,22 @@ def post_agent_message(
         # Lock only the conversation: locking the joined visitor row too would take the two
         # locks in the opposite order to post_visitor_message and deadlock with it.
         conversation = (
-            Conversation.objects.select_for_update(of=("self",)).select_related("visitor")
+            Conversation.objects.select_for_update(of=("self",))
+            .select_related("visitor")
             .get(pk=visible.pk)
         )
         if conversation.assignee_id not in (None, user.pk) and not user.is_superuser:
             raise errors.conversation_not_found()
-        upload = check_upload(upload_id, site_id=conversation.site_id, visitor_id=None,
-                              user_id=user.pk)
+        upload = check_upload(
+            upload_id, site_id=conversation.site_id, visitor_id=None, user_id=user.pk
+        )
         message, created = _store_message(
-            conversation, client_id=client_id, body=body,
-            sender_kind=Message.SenderKind.AGENT, sender_user_id=user.pk, upload=upload,
+            conversation,
+            client_id=client_id,
+            body=body,
+            sender_kind=Message.SenderKind.AGENT,
+            sender_user_id=user.pk,
+            upload=upload,
         )
         changed = False
         if created:
@@ -384,9 +408,13 @@ def conversation_summary(conversation: Conversation, unread: int | None = None) 
         "status": conversation.status,
         "visitor": {"id": visitor.public_id, "name": str(visitor)},
         "assignee": (
-            {"id": assignee.pk, "name": getattr(getattr(assignee, "agent", None),
-                                                "display_name", "") or assignee.get_username()}
-            if assignee else None
+            {
+                "id": assignee.pk,
+                "name": getattr(getattr(assignee, "agent", None), "display_name", "")
+                or assignee.get_username(),
+            }
+            if assignee
+            else None
         ),
         "last_seq": conversation.last_seq,
         "last_message_at": (
@@ -409,13 +437,17 @@ def conversation_list(user: AbstractBaseUser, view: str, limit: int = 100) -> li
         queryset = conversations_visible_to(user).filter(status=Conversation.Status.RESOLVED)
     elif view != "open":
         raise errors.invalid(_("Unknown list; use waiting, mine, open or resolved."))
-    queryset = queryset.select_related("visitor", "assignee__agent").annotate(
-        unread=Count(
-            "messages",
-            filter=Q(messages__sender_kind=Message.SenderKind.VISITOR)
-            & Q(messages__seq__gt=F("agent_read_seq")),
+    queryset = (
+        queryset.select_related("visitor", "assignee__agent")
+        .annotate(
+            unread=Count(
+                "messages",
+                filter=Q(messages__sender_kind=Message.SenderKind.VISITOR)
+                & Q(messages__seq__gt=F("agent_read_seq")),
+            )
         )
-    ).order_by("-last_message_at", "-id")[:limit]
+        .order_by("-last_message_at", "-id")[:limit]
+    )
     return [conversation_summary(c, c.unread) for c in queryset]
 
 
@@ -448,9 +480,7 @@ def set_conversation_status(
         conversation.resolved_at = timezone.now() if status == "resolved" else None
         conversation.save(update_fields=["status", "resolved_at"])
     logger.info("conversation.status", extra={"conversation": conversation.pk, "status": status})
-    return Conversation.objects.select_related("visitor", "assignee__agent").get(
-        pk=conversation.pk
-    )
+    return Conversation.objects.select_related("visitor", "assignee__agent").get(pk=conversation.pk)
 
 
 def mark_read_by_agent(user: AbstractBaseUser, conversation_id: Any, seq: Any) -> Conversation:

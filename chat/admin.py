@@ -33,11 +33,25 @@ class MessageInline(admin.TabularInline):
 
 @admin.register(Conversation)
 class ConversationAdmin(admin.ModelAdmin):
-    list_display = ["id", "site", "visitor", "channel", "status", "assignee", "last_seq",
-                    "last_message_at", "created_at"]
+    list_display = [
+        "id",
+        "site",
+        "visitor",
+        "channel",
+        "status",
+        "assignee",
+        "last_seq",
+        "last_message_at",
+        "created_at",
+    ]
     list_filter = ["status", "channel", "site", "assignee"]
-    search_fields = ["id", "visitor__public_id", "visitor__name", "visitor__email",
-                     "last_message_preview"]
+    search_fields = [
+        "id",
+        "visitor__public_id",
+        "visitor__name",
+        "visitor__email",
+        "last_message_preview",
+    ]
     raw_id_fields = ["visitor", "assignee"]
     date_hierarchy = "created_at"
     inlines = [MessageInline]
@@ -45,8 +59,15 @@ class ConversationAdmin(admin.ModelAdmin):
 
 @admin.register(Message)
 class MessageAdmin(admin.ModelAdmin):
-    list_display = ["id", "conversation", "seq", "sender_kind", "body", "content_type",
-                    "created_at"]
+    list_display = [
+        "id",
+        "conversation",
+        "seq",
+        "sender_kind",
+        "body",
+        "content_type",
+        "created_at",
+    ]
     list_filter = ["sender_kind", "content_type", "conversation__site"]
     search_fields = ["body", "client_id"]
     raw_id_fields = ["conversation", "sender_user", "attachment"]

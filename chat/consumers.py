@@ -202,8 +202,13 @@ class VisitorConsumer(ChatConsumer):
             return
         await delivery.deliver_typing(
             delivery.site_agents_group(self.site_id),
-            {"type": "typing", "conversation": self.conversation_id,
-             "sender": {"kind": "visitor"}, "active": active, "preview": preview},
+            {
+                "type": "typing",
+                "conversation": self.conversation_id,
+                "sender": {"kind": "visitor"},
+                "active": active,
+                "preview": preview,
+            },
             assignee=self.assignee_id,
         )
 
@@ -213,8 +218,7 @@ class VisitorConsumer(ChatConsumer):
         )
         await delivery.deliver_read(
             delivery.site_agents_group(self.site_id),
-            {"type": "read", "conversation": conversation.pk, "seq": frame["seq"],
-             "by": "visitor"},
+            {"type": "read", "conversation": conversation.pk, "seq": frame["seq"], "by": "visitor"},
             assignee=conversation.assignee_id,
         )
 
@@ -284,7 +288,10 @@ class AgentConsumer(ChatConsumer):
         client_id = protocol.client_id_of(frame)
         body = protocol.body_of(frame)
         posted = await db(actions.post_agent_message)(
-            self.user, frame.get("conversation"), client_id=client_id, body=body,
+            self.user,
+            frame.get("conversation"),
+            client_id=client_id,
+            body=body,
             upload_id=frame.get("attachment"),
         )
         await self.send_frame(
@@ -315,8 +322,12 @@ class AgentConsumer(ChatConsumer):
         )
         await delivery.deliver_typing(
             delivery.visitor_group(conversation.visitor_id),
-            {"type": "typing", "conversation": conversation.pk,
-             "sender": {"kind": "agent"}, "active": active},
+            {
+                "type": "typing",
+                "conversation": conversation.pk,
+                "sender": {"kind": "agent"},
+                "active": active,
+            },
             assignee=conversation.assignee_id,
         )
 
@@ -324,8 +335,7 @@ class AgentConsumer(ChatConsumer):
         conversation = await db(actions.mark_read_by_agent)(
             self.user, frame.get("conversation"), frame.get("seq")
         )
-        read = {"type": "read", "conversation": conversation.pk, "seq": frame["seq"],
-                "by": "agent"}
+        read = {"type": "read", "conversation": conversation.pk, "seq": frame["seq"], "by": "agent"}
         await delivery.deliver_read(
             delivery.visitor_group(conversation.visitor_id), read, conversation.assignee_id
         )

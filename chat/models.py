@@ -36,9 +36,7 @@ class Site(models.Model):
     widget_title = models.CharField(max_length=100, default="Chat with us")
     widget_color = models.CharField(max_length=7, default="#1f6feb")
     welcome_message = models.TextField(blank=True, default="Hi! How can we help?")
-    default_language = models.CharField(
-        max_length=10, choices=settings.LANGUAGES, default="en"
-    )
+    default_language = models.CharField(max_length=10, choices=settings.LANGUAGES, default="en")
     typing_preview = models.BooleanField(
         default=True, help_text=_("Show agents what the visitor is typing before it is sent.")
     )
@@ -161,7 +159,10 @@ class Message(models.Model):
     seq = models.PositiveBigIntegerField()
     sender_kind = models.CharField(max_length=10, choices=SenderKind.choices)
     sender_user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
         related_name="+",
     )
     body = models.TextField(blank=True)

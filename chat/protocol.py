@@ -42,7 +42,7 @@ def parse_frame(text: str | None, data: bytes | None, allowed_types: frozenset[s
     try:
         frame = json.loads(text)
     except ValueError:
-        raise errors.malformed(_("The frame is not valid JSON."))
+        raise errors.malformed(_("The frame is not valid JSON.")) from None
     if not isinstance(frame, dict):
         raise errors.malformed(_("A frame must be a JSON object with a 'type'."))
     kind = frame.get("type")

@@ -53,8 +53,12 @@ DEFAULTS: dict[str, Any] = {
 }
 
 # Keys whose environment override is a comma-separated list rather than a scalar.
-LIST_KEYS = {("allowed_hosts",), ("csrf_trusted_origins",), ("redis", "hosts"),
-             ("uploads", "allowed_types")}
+LIST_KEYS = {
+    ("allowed_hosts",),
+    ("csrf_trusted_origins",),
+    ("redis", "hosts"),
+    ("uploads", "allowed_types"),
+}
 
 
 class ConfigError(Exception):
@@ -85,7 +89,17 @@ def _merge(base: dict[str, Any], override: dict[str, Any], path: str = "") -> di
     return base
 
 
-def _coerce(current: Any, raw: str, key: tuple[str, ...]) -> Any:
+def _default_at(key: tuple[str, ...]) -> Any:
+    node: Any = DEFAULTS
+    for part in key:
+        node = node[part]
+    return node
+
+
+def _coerce(raw: str, key: tuple[str, ...]) -> Any:
+    # The type comes from the built-in default, not from the file: `rate_per_second: 5` in
+    # YAML is an int, yet the key takes fractions.
+    current = _default_at(key)
     if key in LIST_KEYS:
         return [item.strip() for item in raw.split(",") if item.strip()]
     if isinstance(current, bool):
@@ -107,9 +121,9 @@ def _apply_env(config: dict[str, Any], env: dict[str, str]) -> None:
             name = "GOFLY_" + "_".join(path).upper()
             if name in env:
                 try:
-                    node[key] = _coerce(value, env[name], path)
+                    node[key] = _coerce(env[name], path)
                 except ValueError as exc:
-                    raise ConfigError(f"{name}={env[name]!r} is not a valid value: {exc}")
+                    raise ConfigError(f"{name}={env[name]!r} is not a valid value: {exc}") from exc
 
     if env.get("DATABASE_URL"):
         config["database"]["url"] = env["DATABASE_URL"]
@@ -128,7 +142,9 @@ def load(env: dict[str, str] | None = None) -> dict[str, Any]:
             with open(path, encoding="utf-8") as fh:
                 loaded = yaml.safe_load(fh) or {}
         except OSError as exc:
-            raise ConfigError(f"GOFLY_CONFIG points to {path!r}, which cannot be read: {exc}")
+            raise ConfigError(
+                f"GOFLY_CONFIG points to {path!r}, which cannot be read: {exc}"
+            ) from exc
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path} must hold a YAML mapping at the top level.")
         _merge(config, loaded)

@@ -25,8 +25,9 @@ def post_session(client: Client, body, origin: str | None = None):
 
 @pytest.mark.django_db
 def test_session_creates_visitor_and_signs_a_token(site):
-    response = post_session(Client(), {"site": site.key, "page_url": "https://shop/p/1"},
-                            origin="https://shop.example")
+    response = post_session(
+        Client(), {"site": site.key, "page_url": "https://shop/p/1"}, origin="https://shop.example"
+    )
 
     assert response.status_code == 201
     body = response.json()
@@ -35,8 +36,13 @@ def test_session_creates_visitor_and_signs_a_token(site):
     claim = read_visitor_token(body["token"])
     assert (claim.site_id, claim.visitor_id) == (site.pk, visitor.pk)
     assert body["ws_url"] == f"ws://testserver/ws/visitor/?token={body['token']}"
-    assert body["site"] == {"name": "Shop", "title": "Help", "color": "#1f6feb",
-                            "welcome": "Hi! How can we help?", "language": "en"}
+    assert body["site"] == {
+        "name": "Shop",
+        "title": "Help",
+        "color": "#1f6feb",
+        "welcome": "Hi! How can we help?",
+        "language": "en",
+    }
     assert response["Access-Control-Allow-Origin"] == "https://shop.example"
 
 
@@ -79,15 +85,28 @@ def test_session_from_origin_the_site_does_not_allow_is_refused(site):
 @pytest.mark.parametrize(
     "body,status,expected",
     [
-        ("{not json", 400, {"code": "malformed",
-                            "detail": "The request body must be a JSON object."}),
+        (
+            "{not json",
+            400,
+            {"code": "malformed", "detail": "The request body must be a JSON object."},
+        ),
         ("[1]", 400, {"code": "malformed", "detail": "The request body must be a JSON object."}),
-        ({}, 400, {"code": "invalid",
-                   "detail": "The field 'site' must be the site key from the embed snippet."}),
-        ({"site": "KEY", "visitor_id": "<script>"}, 400, {
-            "code": "invalid",
-            "detail": "The field 'visitor_id' must be 8 to 64 letters, digits, '-' or '_'.",
-        }),
+        (
+            {},
+            400,
+            {
+                "code": "invalid",
+                "detail": "The field 'site' must be the site key from the embed snippet.",
+            },
+        ),
+        (
+            {"site": "KEY", "visitor_id": "<script>"},
+            400,
+            {
+                "code": "invalid",
+                "detail": "The field 'visitor_id' must be 8 to 64 letters, digits, '-' or '_'.",
+            },
+        ),
     ],
 )
 def test_session_bad_input_gets_exact_error(site, body, status, expected):
@@ -109,10 +128,16 @@ def test_session_preflight_allows_cross_origin_post(site):
 
 @pytest.mark.django_db
 def test_session_answers_in_chinese_when_asked(site):
-    response = Client().post(SESSIONS, json.dumps({"site": "nope"}),
-                             content_type="application/json", HTTP_ACCEPT_LANGUAGE="zh-hans")
-    assert response.json() == {"code": "unknown_site",
-                               "detail": "没有使用此密钥的站点；请从站点设置中重新复制嵌入代码。"}
+    response = Client().post(
+        SESSIONS,
+        json.dumps({"site": "nope"}),
+        content_type="application/json",
+        HTTP_ACCEPT_LANGUAGE="zh-hans",
+    )
+    assert response.json() == {
+        "code": "unknown_site",
+        "detail": "没有使用此密钥的站点；请从站点设置中重新复制嵌入代码。",
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -154,10 +179,14 @@ def test_conversation_api_refuses_anonymous_and_other_sites(site, other_site):
     assert anonymous.status_code == 403
     assert anonymous.json()["code"] == "unauthenticated"
     assert hidden.status_code == 404
-    assert hidden.json() == {"code": "not_found",
-                             "detail": "That conversation does not exist or you cannot see it."}
-    assert bad_view.json() == {"code": "invalid",
-                               "detail": "Unknown list; use waiting, mine, open or resolved."}
+    assert hidden.json() == {
+        "code": "not_found",
+        "detail": "That conversation does not exist or you cannot see it.",
+    }
+    assert bad_view.json() == {
+        "code": "invalid",
+        "detail": "Unknown list; use waiting, mine, open or resolved.",
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -174,8 +203,9 @@ def test_post_visitor_message_from_many_threads_keeps_seq_gap_free(site, agent_a
         try:
             for i in range(per_thread):
                 if n % 2:
-                    actions.post_agent_message(agent_alice.user, first.conversation_id,
-                                               client_id=f"a{n}-{i}", body="a")
+                    actions.post_agent_message(
+                        agent_alice.user, first.conversation_id, client_id=f"a{n}-{i}", body="a"
+                    )
                 else:
                     actions.post_visitor_message(visitor.pk, client_id=f"v{n}-{i}", body="v")
                 # The same client_id again from the same thread never adds a row.
@@ -192,8 +222,11 @@ def test_post_visitor_message_from_many_threads_keeps_seq_gap_free(site, agent_a
         worker.join(60)
 
     assert failures == []
-    seqs = list(Message.objects.filter(conversation_id=first.conversation_id)
-                .order_by("seq").values_list("seq", flat=True))
+    seqs = list(
+        Message.objects.filter(conversation_id=first.conversation_id)
+        .order_by("seq")
+        .values_list("seq", flat=True)
+    )
     # Odd threads' repeated "v{n}-0" is a new visitor message once, then a duplicate.
     expected = 1 + per_thread * threads + threads // 2
     assert seqs == list(range(1, expected + 1))

@@ -27,8 +27,13 @@ CHROMIUM = os.environ.get("GOFLY_CHROMIUM", "/usr/bin/chromium")
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "demo-" + secrets.token_hex(6)
 CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 
 
@@ -81,16 +86,26 @@ def _drop_database(name: str) -> None:
 def server(tmp_path_factory) -> Iterator[str]:
     tmp = tmp_path_factory.mktemp("e2e")
     url, pg_name = _fresh_database_url(tmp)
-    env = {**os.environ, "GOFLY_DATA_DIR": str(tmp), "DATABASE_URL": url,
-           "GOFLY_DEMO_PASSWORD": PASSWORD}
+    env = {
+        **os.environ,
+        "GOFLY_DATA_DIR": str(tmp),
+        "DATABASE_URL": url,
+        "GOFLY_DEMO_PASSWORD": PASSWORD,
+    }
     manage = [sys.executable, str(ROOT / "manage.py")]
     subprocess.run([*manage, "migrate", "-v0"], env=env, check=True, cwd=ROOT)
-    subprocess.run([*manage, "gofly_demo"], env=env, check=True, cwd=ROOT,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [*manage, "gofly_demo"], env=env, check=True, cwd=ROOT, stdout=subprocess.DEVNULL
+    )
     port = _free_port()
     log = open(tmp / "server.log", "w")
-    process = subprocess.Popen([*manage, "gofly_serve", "--port", str(port), "--no-scheduler"],
-                               env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        [*manage, "gofly_serve", "--port", str(port), "--no-scheduler"],
+        env=env,
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
@@ -98,10 +113,10 @@ def server(tmp_path_factory) -> Iterator[str]:
             try:
                 urllib.request.urlopen(base + "/healthz", timeout=1)
                 break
-            except OSError:
+            except OSError as exc:
                 if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("server did not start: " +
-                                       (tmp / "server.log").read_text()[-2000:])
+                    output = (tmp / "server.log").read_text()[-2000:]
+                    raise RuntimeError("server did not start: " + output) from exc
                 time.sleep(0.2)
         yield base
     finally:

@@ -77,26 +77,20 @@ async def test_visitor_socket_without_token_closes_4401(site):
     socket = WebsocketCommunicator(application, "/ws/visitor/")
     connected, _ = await socket.connect(timeout=TIMEOUT)
     assert connected
-    assert await socket.receive_output(timeout=TIMEOUT) == {
-        "type": "websocket.close", "code": 4401
-    }
+    assert await socket.receive_output(timeout=TIMEOUT) == {"type": "websocket.close", "code": 4401}
 
 
 async def test_visitor_socket_with_tampered_token_closes_4401(site):
     token = await visitor_token(site)
     socket = WebsocketCommunicator(application, f"/ws/visitor/?token={token}x")
     await socket.connect(timeout=TIMEOUT)
-    assert await socket.receive_output(timeout=TIMEOUT) == {
-        "type": "websocket.close", "code": 4401
-    }
+    assert await socket.receive_output(timeout=TIMEOUT) == {"type": "websocket.close", "code": 4401}
 
 
 async def test_agent_socket_without_session_closes_4401(site):
     socket = WebsocketCommunicator(application, "/ws/agent/", headers=[ORIGIN])
     await socket.connect(timeout=TIMEOUT)
-    assert await socket.receive_output(timeout=TIMEOUT) == {
-        "type": "websocket.close", "code": 4401
-    }
+    assert await socket.receive_output(timeout=TIMEOUT) == {"type": "websocket.close", "code": 4401}
 
 
 async def test_agent_socket_for_user_without_sites_closes_4403(site):
@@ -104,15 +98,14 @@ async def test_agent_socket_for_user_without_sites_closes_4403(site):
     cookie = await database_sync_to_async(session_cookie_for)(user)
     socket = WebsocketCommunicator(application, "/ws/agent/", headers=[ORIGIN, (b"cookie", cookie)])
     await socket.connect(timeout=TIMEOUT)
-    assert await socket.receive_output(timeout=TIMEOUT) == {
-        "type": "websocket.close", "code": 4403
-    }
+    assert await socket.receive_output(timeout=TIMEOUT) == {"type": "websocket.close", "code": 4403}
 
 
 async def test_agent_socket_from_foreign_origin_is_refused(site, agent_alice):
     cookie = await database_sync_to_async(session_cookie_for)(agent_alice.user)
     socket = WebsocketCommunicator(
-        application, "/ws/agent/",
+        application,
+        "/ws/agent/",
         headers=[(b"origin", b"https://evil.example"), (b"cookie", cookie)],
     )
     connected, _ = await socket.connect(timeout=TIMEOUT)
@@ -132,8 +125,13 @@ async def test_visitor_message_is_committed_before_its_ack(site, agent_alice):
 
     # Read from another thread and connection: visible there only if it was committed.
     assert await stored(ack["conversation"]) == [(1, "c-1", "Where is my order?")]
-    assert ack == {"type": "ack", "client_id": "c-1", "conversation": ack["conversation"],
-                   "seq": 1, "id": ack["id"]}
+    assert ack == {
+        "type": "ack",
+        "client_id": "c-1",
+        "conversation": ack["conversation"],
+        "seq": 1,
+        "id": ack["id"],
+    }
     await visitor.disconnect()
 
 
@@ -146,11 +144,11 @@ async def test_visitor_message_reaches_agent_and_reply_reaches_visitor(site, age
     seen = await receive_until(agent, "message")
     assert seen["body"] == "你好，我的订单在哪里？"
     assert seen["sender"]["kind"] == "visitor"
-    assert (seen["conversation"], seen["seq"], seen["id"]) == (
-        ack["conversation"], 1, ack["id"])
+    assert (seen["conversation"], seen["seq"], seen["id"]) == (ack["conversation"], 1, ack["id"])
 
-    reply_ack = await send_message(agent, "a-1", "It ships today.",
-                                   conversation=ack["conversation"])
+    reply_ack = await send_message(
+        agent, "a-1", "It ships today.", conversation=ack["conversation"]
+    )
     assert reply_ack["seq"] == 2
     reply = await receive_until(visitor, "message", seq=2)  # after the visitor's own echo
     assert reply["sender"] == {"kind": "agent", "name": "Alice"}
@@ -225,8 +223,7 @@ async def test_resume_after_a_dropped_socket_sends_what_was_missed(site, agent_a
     visitor, ready = await open_visitor(token)
     assert ready["conversation"]["id"] == conversation_id
     assert ready["conversation"]["last_seq"] == 5
-    await visitor.send_json_to({"type": "resume", "conversation": conversation_id,
-                                "after_seq": 3})
+    await visitor.send_json_to({"type": "resume", "conversation": conversation_id, "after_seq": 3})
     frames = [await visitor.receive_json_from(timeout=TIMEOUT) for _ in range(3)]
     assert [(f["type"], f.get("seq"), f.get("body")) for f in frames] == [
         ("message", 4, "agent 0"),
@@ -239,8 +236,11 @@ async def test_resume_after_a_dropped_socket_sends_what_was_missed(site, agent_a
 
 
 async def test_resume_pages_through_long_history(site, settings):
-    settings.GOFLY["messages"] = {**settings.GOFLY["messages"], "history_page_size": 4,
-                                  "rate_burst": 100}
+    settings.GOFLY["messages"] = {
+        **settings.GOFLY["messages"],
+        "history_page_size": 4,
+        "rate_burst": 100,
+    }
     token = await visitor_token(site)
     visitor, _ = await open_visitor(token)
     for n in range(10):
@@ -269,10 +269,12 @@ async def test_visitor_token_cannot_reach_another_visitors_conversation(site):
     ack = await send_message(victim, "secret-1", "my address is 1 Main St")
     await mallory.receive_nothing(timeout=0.3)
 
-    await mallory.send_json_to({"type": "resume", "conversation": ack["conversation"],
-                                "after_seq": 0})
+    await mallory.send_json_to(
+        {"type": "resume", "conversation": ack["conversation"], "after_seq": 0}
+    )
     assert await mallory.receive_json_from(timeout=TIMEOUT) == {
-        "type": "error", "code": "not_found",
+        "type": "error",
+        "code": "not_found",
         "detail": "That conversation does not exist or you cannot see it.",
     }
     await mallory.send_json_to({"type": "read", "conversation": ack["conversation"], "seq": 1})
@@ -292,10 +294,13 @@ async def test_agent_of_another_site_cannot_reach_the_conversation(site, other_s
     visitor, _ = await open_visitor(await visitor_token(site))
     ack = await send_message(visitor, "v-1", "hello")
     agent, _ = await open_agent(outsider.user)
-    await agent.send_json_to({"type": "message", "client_id": "o-1", "body": "hi",
-                              "conversation": ack["conversation"]})
+    await agent.send_json_to(
+        {"type": "message", "client_id": "o-1", "body": "hi", "conversation": ack["conversation"]}
+    )
     assert await agent.receive_json_from(timeout=TIMEOUT) == {
-        "type": "error", "code": "not_found", "client_id": "o-1",
+        "type": "error",
+        "code": "not_found",
+        "client_id": "o-1",
         "detail": "That conversation does not exist or you cannot see it.",
     }
     assert await stored(ack["conversation"]) == [(1, "v-1", "hello")]
@@ -312,13 +317,15 @@ async def test_reply_assigns_and_hides_conversation_from_colleague(site, agent_a
 
     await send_message(alice, "a-1", "Alice here", conversation=ack["conversation"])
     assert await receive_until(bob, "conversation_removed") == {
-        "type": "conversation_removed", "conversation": ack["conversation"]
+        "type": "conversation_removed",
+        "conversation": ack["conversation"],
     }
     await send_message(visitor, "v-2", "thanks Alice")
     await receive_until(alice, "message", body="thanks Alice")
     assert await bob.receive_nothing(timeout=0.3)
     assigned = await database_sync_to_async(
-        lambda: Conversation.objects.get(pk=ack["conversation"]).assignee_id)()
+        lambda: Conversation.objects.get(pk=ack["conversation"]).assignee_id
+    )()
     assert assigned == agent_alice.user.pk
     for socket in (alice, bob, visitor):
         await socket.disconnect()
@@ -331,37 +338,66 @@ async def test_reply_assigns_and_hides_conversation_from_colleague(site, agent_a
 BAD_FRAMES = [
     ("not json", {"code": "malformed", "detail": "The frame is not valid JSON."}),
     ("[1, 2]", {"code": "malformed", "detail": "A frame must be a JSON object with a 'type'."}),
-    (json.dumps({"type": "shout"}), {
-        "code": "unknown_type",
-        "detail": "Unknown frame type 'shout'; expected one of: message, ping, read, resume, "
-                  "typing.",
-    }),
-    (json.dumps({"type": "message", "body": "hi"}), {
-        "code": "invalid",
-        "detail": "The field 'client_id' must be a string of 1 to 64 characters.",
-    }),
-    (json.dumps({"type": "message", "client_id": "x" * 65, "body": "hi"}), {
-        "code": "invalid",
-        "detail": "The field 'client_id' must be a string of 1 to 64 characters.",
-    }),
-    (json.dumps({"type": "message", "client_id": "c", "body": 5}), {
-        "code": "invalid", "client_id": "c", "detail": "The field 'body' must be a string.",
-    }),
-    (json.dumps({"type": "message", "client_id": "c", "body": "   "}), {
-        "code": "invalid", "client_id": "c",
-        "detail": "The message is empty; write something or attach a file.",
-    }),
-    (json.dumps({"type": "message", "client_id": "c", "body": "界" * 5462}), {
-        "code": "too_large", "client_id": "c",
-        "detail": "The message is longer than 16384 bytes; split it or send a file.",
-    }),
-    (json.dumps({"type": "resume", "after_seq": -1}), {
-        "code": "invalid",
-        "detail": "The field 'after_seq' must be a sequence number (0 or more).",
-    }),
-    (json.dumps({"type": "typing", "state": "dancing"}), {
-        "code": "invalid", "detail": "The field 'state' must be 'start' or 'stop'.",
-    }),
+    (
+        json.dumps({"type": "shout"}),
+        {
+            "code": "unknown_type",
+            "detail": "Unknown frame type 'shout'; expected one of: message, ping, read, resume, "
+            "typing.",
+        },
+    ),
+    (
+        json.dumps({"type": "message", "body": "hi"}),
+        {
+            "code": "invalid",
+            "detail": "The field 'client_id' must be a string of 1 to 64 characters.",
+        },
+    ),
+    (
+        json.dumps({"type": "message", "client_id": "x" * 65, "body": "hi"}),
+        {
+            "code": "invalid",
+            "detail": "The field 'client_id' must be a string of 1 to 64 characters.",
+        },
+    ),
+    (
+        json.dumps({"type": "message", "client_id": "c", "body": 5}),
+        {
+            "code": "invalid",
+            "client_id": "c",
+            "detail": "The field 'body' must be a string.",
+        },
+    ),
+    (
+        json.dumps({"type": "message", "client_id": "c", "body": "   "}),
+        {
+            "code": "invalid",
+            "client_id": "c",
+            "detail": "The message is empty; write something or attach a file.",
+        },
+    ),
+    (
+        json.dumps({"type": "message", "client_id": "c", "body": "界" * 5462}),
+        {
+            "code": "too_large",
+            "client_id": "c",
+            "detail": "The message is longer than 16384 bytes; split it or send a file.",
+        },
+    ),
+    (
+        json.dumps({"type": "resume", "after_seq": -1}),
+        {
+            "code": "invalid",
+            "detail": "The field 'after_seq' must be a sequence number (0 or more).",
+        },
+    ),
+    (
+        json.dumps({"type": "typing", "state": "dancing"}),
+        {
+            "code": "invalid",
+            "detail": "The field 'state' must be 'start' or 'stop'.",
+        },
+    ),
 ]
 
 
@@ -381,7 +417,9 @@ async def test_binary_frame_is_refused(site):
     visitor, _ = await open_visitor(await visitor_token(site))
     await visitor.send_to(bytes_data=b"\x00\x01")
     assert await visitor.receive_json_from(timeout=TIMEOUT) == {
-        "type": "error", "code": "malformed", "detail": "Frames must be JSON text, not binary.",
+        "type": "error",
+        "code": "malformed",
+        "detail": "Frames must be JSON text, not binary.",
     }
     await visitor.disconnect()
 
@@ -390,21 +428,28 @@ async def test_agent_message_without_conversation_is_invalid(site, agent_alice):
     agent, _ = await open_agent(agent_alice.user)
     await agent.send_json_to({"type": "message", "client_id": "a", "body": "hi"})
     assert await agent.receive_json_from(timeout=TIMEOUT) == {
-        "type": "error", "code": "invalid", "client_id": "a",
+        "type": "error",
+        "code": "invalid",
+        "client_id": "a",
         "detail": "The field 'conversation' must be a conversation id (a number).",
     }
     await agent.disconnect()
 
 
 async def test_sending_too_fast_is_rate_limited_and_not_stored(site, settings):
-    settings.GOFLY["messages"] = {**settings.GOFLY["messages"], "rate_per_second": 0.001,
-                                  "rate_burst": 3}
+    settings.GOFLY["messages"] = {
+        **settings.GOFLY["messages"],
+        "rate_per_second": 0.001,
+        "rate_burst": 3,
+    }
     visitor, _ = await open_visitor(await visitor_token(site))
     for n in range(3):
         ack = await send_message(visitor, f"ok-{n}", "hi")
     await visitor.send_json_to({"type": "message", "client_id": "too-fast", "body": "hi"})
     assert await receive_until(visitor, "error") == {
-        "type": "error", "code": "rate_limited", "client_id": "too-fast",
+        "type": "error",
+        "code": "rate_limited",
+        "client_id": "too-fast",
         "detail": "You are sending too fast; wait a moment and send again.",
     }
     assert [row[1] for row in await stored(ack["conversation"])] == ["ok-0", "ok-1", "ok-2"]
@@ -420,7 +465,9 @@ async def test_database_failure_gets_unavailable_and_no_ack(site, monkeypatch):
     monkeypatch.setattr(actions, "_store_message", broken)
     await visitor.send_json_to({"type": "message", "client_id": "lost?", "body": "hi"})
     assert await visitor.receive_json_from(timeout=TIMEOUT) == {
-        "type": "error", "code": "unavailable", "client_id": "lost?",
+        "type": "error",
+        "code": "unavailable",
+        "client_id": "lost?",
         "detail": "The message could not be saved right now; it was not stored. Send it again.",
     }
     assert await visitor.receive_nothing(timeout=0.2)
@@ -443,8 +490,11 @@ async def test_typing_preview_reaches_agent_only_when_site_allows(site, agent_al
     ack = await send_message(visitor, "v-1", "hello")
     await visitor.send_json_to({"type": "typing", "state": "start", "preview": "my order no"})
     assert await receive_until(agent, "typing") == {
-        "type": "typing", "conversation": ack["conversation"], "sender": {"kind": "visitor"},
-        "active": True, "preview": "my order no",
+        "type": "typing",
+        "conversation": ack["conversation"],
+        "sender": {"kind": "visitor"},
+        "active": True,
+        "preview": "my order no",
     }
     await visitor.disconnect()
 
@@ -464,10 +514,14 @@ async def test_read_position_is_stored_and_shown_to_the_other_side(site, agent_a
     ack = await send_message(visitor, "v-1", "hello")
     await agent.send_json_to({"type": "read", "conversation": ack["conversation"], "seq": 1})
     assert await receive_until(visitor, "read") == {
-        "type": "read", "conversation": ack["conversation"], "seq": 1, "by": "agent",
+        "type": "read",
+        "conversation": ack["conversation"],
+        "seq": 1,
+        "by": "agent",
     }
     read_seq = await database_sync_to_async(
-        lambda: Conversation.objects.get(pk=ack["conversation"]).agent_read_seq)()
+        lambda: Conversation.objects.get(pk=ack["conversation"]).agent_read_seq
+    )()
     assert read_seq == 1
     await visitor.disconnect()
     await agent.disconnect()
@@ -477,19 +531,22 @@ async def test_resolve_then_visitor_message_reopens(site, agent_alice):
     agent, _ = await open_agent(agent_alice.user)
     visitor, _ = await open_visitor(await visitor_token(site))
     ack = await send_message(visitor, "v-1", "hello")
-    await agent.send_json_to({"type": "status", "conversation": ack["conversation"],
-                              "status": "resolved"})
+    await agent.send_json_to(
+        {"type": "status", "conversation": ack["conversation"], "status": "resolved"}
+    )
     update = await receive_until(agent, "conversation")
     while update["conversation"]["status"] != "resolved":
         update = await receive_until(agent, "conversation")
     assert update["conversation"]["id"] == ack["conversation"]
-    await receive_until(visitor, "conversation",
-                        conversation={"id": ack["conversation"], "status": "resolved"})
+    await receive_until(
+        visitor, "conversation", conversation={"id": ack["conversation"], "status": "resolved"}
+    )
 
     again = await send_message(visitor, "v-2", "one more thing")
     assert again["conversation"] == ack["conversation"] and again["seq"] == 2
     status = await database_sync_to_async(
-        lambda: Conversation.objects.get(pk=ack["conversation"]).status)()
+        lambda: Conversation.objects.get(pk=ack["conversation"]).status
+    )()
     assert status == "open"
     await visitor.disconnect()
     await agent.disconnect()

@@ -23,8 +23,10 @@ class Command(BaseCommand):
         with transaction.atomic():
             site, site_created = Site.objects.get_or_create(
                 name=DEMO_SITE_NAME,
-                defaults={"widget_title": "Demo shop support",
-                          "welcome_message": "Hi! Ask us anything about your order."},
+                defaults={
+                    "widget_title": "Demo shop support",
+                    "welcome_message": "Hi! Ask us anything about your order.",
+                },
             )
             user_model = get_user_model()
             user = user_model.objects.filter(username=DEMO_USERNAME).first()
@@ -40,8 +42,9 @@ class Command(BaseCommand):
         if site_created:
             self.stdout.write(f"Created site {site.name!r} with key {site.key}")
         if password is not None:
-            shown = ("(from GOFLY_DEMO_PASSWORD)" if os.environ.get("GOFLY_DEMO_PASSWORD")
-                     else password)
+            shown = (
+                "(from GOFLY_DEMO_PASSWORD)" if os.environ.get("GOFLY_DEMO_PASSWORD") else password
+            )
             self.stdout.write(
                 self.style.SUCCESS(f"Demo agent: username {DEMO_USERNAME}, password {shown}")
             )

@@ -16,8 +16,9 @@ class Command(BaseCommand):
         server = settings.GOFLY["server"]
         parser.add_argument("--host", default=server["host"])
         parser.add_argument("--port", type=int, default=int(server["port"]))
-        parser.add_argument("--no-scheduler", action="store_true",
-                            help="Do not run periodic jobs in this process.")
+        parser.add_argument(
+            "--no-scheduler", action="store_true", help="Do not run periodic jobs in this process."
+        )
 
     def handle(self, *args, host: str, port: int, no_scheduler: bool, **options) -> None:
         if settings.GOFLY_MODE == "embedded" and not no_scheduler:
