@@ -190,18 +190,20 @@ def check_upload(
 # Messages
 
 
+def upload_frame(upload: Upload) -> dict[str, Any]:
+    """How an upload appears in a message frame and in the upload endpoint's answer."""
+    return {
+        "id": str(upload.pk),
+        "name": upload.original_name,
+        "size": upload.size,
+        "content_type": upload.content_type,
+        "url": f"/api/uploads/{upload.pk}",
+    }
+
+
 def message_frame(message: Message, sender_name: str) -> dict[str, Any]:
     """The `message` frame every socket that may see the conversation receives."""
-    attachment = None
-    if message.attachment_id:
-        upload = message.attachment
-        attachment = {
-            "id": str(upload.pk),
-            "name": upload.original_name,
-            "size": upload.size,
-            "content_type": upload.content_type,
-            "url": f"/api/uploads/{upload.pk}",
-        }
+    attachment = upload_frame(message.attachment) if message.attachment_id else None
     return {
         "type": "message",
         "conversation": message.conversation_id,

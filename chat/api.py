@@ -1,4 +1,4 @@
-"""HTTP API: widget sessions (public, CORS) and the agent's conversation lists."""
+"""HTTP API: widget sessions and uploads (public, CORS), the agent API, file downloads."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import logging
 from typing import Any
 
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse
+from django.http import FileResponse, HttpRequest, HttpResponse, JsonResponse
 from django.utils.translation import gettext as _
 from rest_framework.exceptions import ParseError
 from rest_framework.permissions import AllowAny
@@ -14,9 +14,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from chat import actions, errors
-from chat.errors import GoflyError
+from chat import actions, errors, uploads
+from chat.errors import ErrorCode, GoflyError
 from chat.models import Conversation
+from chat.tokens import VisitorClaim, read_visitor_token
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +30,7 @@ def _cors(response: HttpResponse, request: HttpRequest) -> HttpResponse:
         response["Access-Control-Allow-Origin"] = origin
         response["Vary"] = "Origin"
         response["Access-Control-Allow-Methods"] = "POST, OPTIONS"
-        response["Access-Control-Allow-Headers"] = "Content-Type"
+        response["Access-Control-Allow-Headers"] = "Content-Type, Authorization"
         response["Access-Control-Max-Age"] = "600"
     return response
 
@@ -111,3 +112,84 @@ class ConversationDetailView(APIView):
             pk=conversation.pk
         )
         return Response(actions.conversation_detail(conversation))
+
+
+def _bearer_token(request: HttpRequest) -> str | None:
+    header = request.headers.get("Authorization", "")
+    if header.startswith("Bearer "):
+        return header[len("Bearer ") :].strip()
+    return request.GET.get("token")
+
+
+def _visitor_claim(request: HttpRequest) -> VisitorClaim:
+    claim = read_visitor_token(_bearer_token(request))
+    if claim is None:
+        raise GoflyError(
+            ErrorCode.UNAUTHENTICATED,
+            _("The visitor token is missing or expired; start a new session."),
+            status=401,
+        )
+    return claim
+
+
+class WidgetUploadView(APIView):
+    """`POST /api/widget/v1/uploads` (multipart, field `file`) with the visitor's token."""
+
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+
+    def options(self, request: Request, *args: Any, **kwargs: Any) -> HttpResponse:
+        return _cors(HttpResponse(status=204), request)
+
+    def post(self, request: Request) -> Response:
+        try:
+            claim = _visitor_claim(request)
+            upload = uploads.store_upload(
+                request.FILES.get("file"), site_id=claim.site_id, visitor_id=claim.visitor_id
+            )
+        except GoflyError as exc:
+            logger.info("widget.upload_refused", extra={"code": str(exc.code)})
+            return _cors(Response(exc.as_dict(), status=exc.status), request)
+        return _cors(Response(actions.upload_frame(upload), status=201), request)
+
+
+class AgentUploadView(APIView):
+    """`POST /api/agent/v1/uploads` (multipart: `file`, `conversation`), session + CSRF."""
+
+    def post(self, request: Request) -> Response:
+        conversation = uploads.agent_upload_conversation(
+            request.user, request.data.get("conversation")
+        )
+        upload = uploads.store_upload(
+            request.FILES.get("file"),
+            site_id=conversation.site_id,
+            agent_user_id=request.user.pk,
+            conversation_id=conversation.pk,
+        )
+        return Response(actions.upload_frame(upload), status=201)
+
+
+def upload_file(request: HttpRequest, upload_id: str) -> HttpResponse:
+    """`GET /api/uploads/<id>`: the file, to the visitor (token) or agents who may see it."""
+    if request.user.is_authenticated:
+        upload = uploads.upload_for_agent(upload_id, request.user)
+    else:
+        claim = read_visitor_token(_bearer_token(request))
+        upload = uploads.upload_for_visitor(upload_id, claim.visitor_id) if claim else None
+    if upload is None:
+        error = GoflyError(
+            ErrorCode.NOT_FOUND, _("That file does not exist or you cannot see it."), status=404
+        )
+        return JsonResponse(error.as_dict(), status=404)
+    inline = upload.content_type.startswith("image/")
+    response = FileResponse(
+        upload.file.open("rb"),
+        content_type=upload.content_type,
+        as_attachment=not inline,
+        filename=upload.original_name,
+    )
+    # Served from our own origin: never let the browser run or re-interpret it.
+    response["X-Content-Type-Options"] = "nosniff"
+    response["Content-Security-Policy"] = "default-src 'none'; sandbox"
+    response["Cache-Control"] = "private, max-age=3600"
+    return response
