@@ -82,53 +82,78 @@ def _drop_database(name: str) -> None:
     conn.close()
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory) -> Iterator[str]:
-    tmp = tmp_path_factory.mktemp("e2e")
-    url, pg_name = _fresh_database_url(tmp)
-    env = {
-        **os.environ,
-        "GOFLY_DATA_DIR": str(tmp),
-        "DATABASE_URL": url,
-        "GOFLY_DEMO_PASSWORD": PASSWORD,
-    }
-    manage = [sys.executable, str(ROOT / "manage.py")]
-    subprocess.run([*manage, "migrate", "-v0"], env=env, check=True, cwd=ROOT)
-    subprocess.run(
-        [*manage, "gofly_demo"], env=env, check=True, cwd=ROOT, stdout=subprocess.DEVNULL
-    )
-    port = _free_port()
-    log = open(tmp / "server.log", "w")
-    process = subprocess.Popen(
-        [*manage, "gofly_serve", "--port", str(port), "--no-scheduler"],
-        env=env,
-        cwd=ROOT,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
+class ServerProcess:
+    """A real gofly server (daphne) on its own database, which a test can stop and restart."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        url, self.pg_name = _fresh_database_url(tmp)
+        self.env = {
+            **os.environ,
+            "GOFLY_DATA_DIR": str(tmp),
+            "DATABASE_URL": url,
+            "GOFLY_DEMO_PASSWORD": PASSWORD,
+        }
+        self.manage = [sys.executable, str(ROOT / "manage.py")]
+        self.port = _free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen | None = None
+        subprocess.run([*self.manage, "migrate", "-v0"], env=self.env, check=True, cwd=ROOT)
+        subprocess.run(
+            [*self.manage, "gofly_demo"],
+            env=self.env,
+            check=True,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+        )
+
+    def start(self) -> None:
+        log = open(self.tmp / "server.log", "a")
+        self.process = subprocess.Popen(
+            [*self.manage, "gofly_serve", "--port", str(self.port), "--no-scheduler"],
+            env=self.env,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
         deadline = time.monotonic() + 30
         while True:
             try:
-                urllib.request.urlopen(base + "/healthz", timeout=1)
-                break
+                urllib.request.urlopen(self.base + "/healthz", timeout=1)
+                return
             except OSError as exc:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    output = (tmp / "server.log").read_text()[-2000:]
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    output = (self.tmp / "server.log").read_text()[-2000:]
                     raise RuntimeError("server did not start: " + output) from exc
                 time.sleep(0.2)
-        yield base
-    finally:
-        process.terminate()
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        self.process.terminate()
         try:
-            process.wait(10)
+            self.process.wait(10)
         except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
-        if pg_name:
-            _drop_database(pg_name)
-        shutil.rmtree(tmp, ignore_errors=True)
+            self.process.kill()
+            self.process.wait(5)
+        self.process = None
+
+    def close(self) -> None:
+        self.stop()
+        if self.pg_name:
+            _drop_database(self.pg_name)
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory) -> Iterator[str]:
+    process = ServerProcess(tmp_path_factory.mktemp("e2e"))
+    try:
+        process.start()
+        yield process.base
+    finally:
+        process.close()
 
 
 @pytest.fixture(scope="module")
@@ -192,3 +217,38 @@ def test_dashboard_speaks_chinese(server, browser):
     assert page.locator("h1").inner_text() == "客服登录"
     log_in(page, server)
     assert page.locator("[data-view=waiting]").inner_text().startswith("等待中")
+
+
+def test_widget_and_dashboard_catch_up_after_a_server_restart(tmp_path_factory, browser):
+    server = ServerProcess(tmp_path_factory.mktemp("restart"))
+    try:
+        server.start()
+        visitor = browser.new_context().new_page()
+        agent = browser.new_context().new_page()
+        visitor.goto(server.base + "/demo/")
+        visitor.click(".gofly-launcher")
+        visitor.fill(".gofly-input", "first question")
+        visitor.press(".gofly-input", "Enter")
+        visitor.locator(".gofly-msg-visitor[data-seq='1']").wait_for()
+        log_in(agent, server.base)
+        agent.locator(".conv-item").first.click()
+        agent.locator(".msg-visitor[data-seq='1']").wait_for()
+
+        server.stop()
+        visitor.locator(".gofly-status").filter(has_text="Reconnecting").wait_for()
+        # Written while the server is down: kept by the widget, not lost.
+        visitor.fill(".gofly-input", "sent while you were away")
+        visitor.press(".gofly-input", "Enter")
+        assert visitor.locator(".gofly-msg[data-seq='2']").count() == 0
+
+        server.start()
+        # No page refresh on either side: both reconnect, resend and resume by themselves.
+        visitor.locator(".gofly-msg-visitor[data-seq='2']").wait_for(timeout=30000)
+        agent.locator(".msg-visitor[data-seq='2']").wait_for(timeout=30000)
+        assert "sent while you were away" in agent.locator(".msg[data-seq='2']").inner_text()
+        agent.fill("#composer-input", "back again")
+        agent.press("#composer-input", "Enter")
+        visitor.locator(".gofly-msg-agent[data-seq='3']").wait_for()
+        assert visitor.locator(".gofly-msg[data-seq]").count() == 3
+    finally:
+        server.close()
