@@ -120,19 +120,32 @@ def pytest_configure(config):
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _release_pool_connections(django_db_setup, django_db_blocker):
+def _release_pool_connections(django_db_setup):
     """Close what worker threads still hold before pytest-django drops the test database.
 
     Django can only close a connection from the thread that opened it, and a pool thread that
     has gone idle may never run again to do so.
     """
-    yield
     from django.db import connection
 
+    settings_dict = dict(connection.settings_dict)
+    yield
     if connection.vendor != "postgresql":
         return
-    with django_db_blocker.unblock(), connection.cursor() as cursor:
+    import psycopg2
+
+    admin = psycopg2.connect(
+        dbname="postgres",
+        user=settings_dict["USER"],
+        password=settings_dict["PASSWORD"],
+        host=settings_dict["HOST"],
+        port=settings_dict["PORT"] or None,
+    )
+    admin.autocommit = True
+    with admin.cursor() as cursor:
         cursor.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            "WHERE datname = %s AND pid <> pg_backend_pid()",
+            [settings_dict["NAME"]],
         )
+    admin.close()
