@@ -33,8 +33,6 @@ def run_due(next_run: dict[str, float], now: float) -> list[str]:
             ran.append(name)
         except Exception:
             logger.exception("scheduler.task_failed", extra={"task": name})
-        finally:
-            close_old_connections()
     return ran
 
 
@@ -45,6 +43,8 @@ def start(stop: threading.Event | None = None) -> threading.Thread:
         next_run: dict[str, float] = {}
         while not stop.is_set():
             run_due(next_run, time.monotonic())
+            # This thread lives as long as the server: drop connections past their age.
+            close_old_connections()
             stop.wait(TICK_SECONDS)
 
     thread = threading.Thread(target=loop, name="gofly-scheduler", daemon=True)
