@@ -202,11 +202,22 @@ def test_visitor_and_agent_chat_end_to_end(server, browser):
     reply.wait_for()
     assert "It left the warehouse today." in reply.inner_text()
 
+    # A second tab of the same agent is live too, and sees what the first one sent.
+    second_tab = agent.context.new_page()
+    second_tab.goto(server + "/dashboard/")
+    second_tab.click("[data-view=mine]")  # answered, so no longer waiting
+    second_tab.locator(".conv-item").first.click()
+    second_tab.locator(".msg-agent[data-seq='2']").wait_for()
+    visitor.fill(".gofly-input", "Thanks!")
+    visitor.press(".gofly-input", "Enter")
+    for page in (agent, second_tab):
+        page.locator(".msg-visitor[data-seq='3']").wait_for()
+
     # After a reload the widget shows the whole history again.
     visitor.reload()
     visitor.click(".gofly-launcher")
-    visitor.locator(".gofly-msg-agent[data-seq='2']").wait_for()
-    assert visitor.locator(".gofly-msg[data-seq]").count() == 2
+    visitor.locator(".gofly-msg-visitor[data-seq='3']").wait_for()
+    assert visitor.locator(".gofly-msg[data-seq]").count() == 3
     assert "order 1234" in visitor.locator(".gofly-msg[data-seq='1']").inner_text()
 
 
