@@ -29,6 +29,8 @@ def dashboard_strings() -> dict[str, str]:
         "first_seen": _("First seen"),
         "last_seen": _("Last seen"),
         "you": _("You"),
+        "uploading": _("Uploading…"),
+        "upload_failed": _("The upload failed; check the connection and try again."),
     }
 
 

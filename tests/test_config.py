@@ -103,7 +103,10 @@ def test_check_deploy_is_clean_in_production_mode(tmp_path):
     }
     result = subprocess.run(
         [sys.executable, str(ROOT / "manage.py"), "check", "--deploy", "--fail-level", "WARNING"],
-        env=env, cwd=ROOT, capture_output=True, text=True,
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "System check identified no issues" in result.stdout

@@ -191,3 +191,16 @@ def test_agent_uploads_into_a_conversation_and_visitor_downloads(site, agent_ali
     download = Client().get(f"{upload['url']}?token={session.token}")
     assert download.status_code == 200
     assert download["Content-Disposition"] == 'attachment; filename="invoice.pdf"'
+
+
+def test_upload_refusal_is_translated(site):
+    session = new_visitor_session(site)
+    file = SimpleUploadedFile("x.bin", b"\x00\x01\x02" * 10)
+    response = Client().post(
+        "/api/widget/v1/uploads",
+        {"file": file},
+        HTTP_AUTHORIZATION=f"Bearer {session.token}",
+        HTTP_ACCEPT_LANGUAGE="zh-hans",
+    )
+    assert response.status_code == 415
+    assert response.json()["detail"].startswith("不接受此类文件；请发送以下类型之一：")

@@ -20,8 +20,11 @@
     conversations: new Map(),   // id -> summary
     messages: new Map(),        // id -> Map(seq -> frame)
     selected: null,
-    pending: new Map(),         // client_id -> {conversation, body}
+    pending: new Map(),         // client_id -> {conversation, body, attachment, uploading, error}
     known: new Set(),           // conversation ids seen, to notify only on new ones
+    images: new Map(),          // upload id -> <img>, reused so re-rendering does not reload
+    stick: true,                // the thread follows its bottom
+    lastTop: 0,
     typingTimer: null,
     lastTypingSent: 0,
   };
@@ -65,8 +68,7 @@
       refreshLists().then(function () {
         if (state.selected !== null) { resume(state.selected); }
         state.pending.forEach(function (item, clientId) {
-          send({type: "message", client_id: clientId, conversation: item.conversation,
-                body: item.body});
+          if (!item.uploading && !item.error) { send(messageFrame(clientId, item)); }
         });
       });
     },
@@ -96,18 +98,12 @@
       if (!frame.client_id || !state.pending.has(frame.client_id)) { return; }
       if (frame.code === "unavailable" || frame.code === "rate_limited") {
         var item = state.pending.get(frame.client_id);
-        setTimeout(function () {
-          send({type: "message", client_id: frame.client_id,
-                conversation: item.conversation, body: item.body});
-        }, 2000);
+        setTimeout(function () { send(messageFrame(frame.client_id, item)); }, 2000);
         return;
       }
-      state.pending.delete(frame.client_id);
-      var bubble = document.querySelector('[data-client-id="' + cssEscape(frame.client_id) + '"]');
-      if (bubble) {
-        bubble.classList.add("failed");
-        bubble.appendChild(el("small", "error", frame.detail));
-      }
+      // Kept in the thread, marked failed with the server's reason, and never resent.
+      state.pending.get(frame.client_id).error = frame.detail || frame.code;
+      renderMessages();
     },
     conversation: function (frame) {
       var summary = frame.conversation;
@@ -255,13 +251,20 @@
     state.pending.forEach(function (item, clientId) {
       var acked = frames.some(function (f) { return f.client_id === clientId; });
       if (item.conversation === state.selected && !acked) {
-        items.push(messageItem({client_id: clientId, body: item.body, seq: null,
-                                sender: {kind: "agent", name: T.you}}));
+        var pending = messageItem({client_id: clientId, body: item.body, seq: null,
+                                   attachment: item.attachment,
+                                   sender: {kind: "agent", name: T.you}});
+        if (item.uploading) { pending.appendChild(el("small", "note", T.uploading)); }
+        if (item.error) {
+          pending.classList.replace("pending", "failed");
+          pending.appendChild(el("small", "error", item.error));
+        }
+        items.push(pending);
       }
     });
     var atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
     list.replaceChildren.apply(list, items);
-    if (atBottom || items.length < 30) { list.scrollTop = list.scrollHeight; }
+    if (atBottom || items.length < 30) { toBottom(); }
   }
 
   function messageItem(frame) {
@@ -274,15 +277,32 @@
     }
     item.appendChild(el("span", "msg-sender", frame.sender.name || frame.sender.kind));
     item.appendChild(el("p", "msg-body", frame.body));
-    if (frame.attachment) {
-      var link = el("a", "msg-attachment", frame.attachment.name);
-      link.href = frame.attachment.url;
-      link.target = "_blank";
-      link.rel = "noopener";
-      item.appendChild(link);
-    }
+    if (frame.attachment) { item.appendChild(attachmentLink(frame.attachment)); }
     if (frame.created_at) { item.appendChild(el("time", "msg-time", shortTime(frame.created_at))); }
     return item;
+  }
+
+  // Images show in the thread and open full size in a new tab; other files are a link with
+  // name and size (the server sends those as downloads).
+  function attachmentLink(attachment) {
+    var link = el("a", "msg-attachment");
+    if (/^(\/|https?:)/.test(attachment.url)) { link.href = attachment.url; }
+    link.target = "_blank";
+    link.rel = "noopener";
+    if (/^image\//.test(attachment.content_type)) {
+      var img = state.images.get(attachment.id);
+      if (!img) {
+        img = el("img", "msg-img");
+        img.src = link.href;
+        img.alt = attachment.name;
+        img.addEventListener("load", function () { if (state.stick) { toBottom(); } });
+        state.images.set(attachment.id, img);
+      }
+      link.appendChild(img);
+    } else {
+      link.textContent = attachment.name + " (" + formatSize(attachment.size) + ")";
+    }
+    return link;
   }
 
   function renderThreadHead() {
@@ -319,16 +339,57 @@
     if (id === state.selected) { $("typing").hidden = true; }
   }
 
+  function messageFrame(clientId, item) {
+    return {type: "message", client_id: clientId, conversation: item.conversation,
+            body: item.body, attachment: item.attachment ? item.attachment.id : null};
+  }
+
   function sendReply() {
     var input = $("composer-input");
     var body = input.value;
     if (!body.trim() || state.selected === null) { return; }
     var clientId = newClientId();
-    state.pending.set(clientId, {conversation: state.selected, body: body});
+    var item = {conversation: state.selected, body: body};
+    state.pending.set(clientId, item);
     input.value = "";
     renderMessages();
-    send({type: "message", client_id: clientId, conversation: state.selected, body: body});
+    send(messageFrame(clientId, item));
     send({type: "typing", conversation: state.selected, state: "stop"});
+  }
+
+  // A file is uploaded for the selected conversation first; its message, naming the upload,
+  // is sent once the server has accepted it. Refusals show in the thread with the reason.
+  function upload(file) {
+    if (state.selected === null) { return; }
+    var clientId = newClientId();
+    var item = {conversation: state.selected, body: file.name, uploading: true};
+    state.pending.set(clientId, item);
+    renderMessages();
+    var form = new FormData();
+    form.append("file", file);
+    form.append("conversation", String(item.conversation));
+    fetch("/api/agent/v1/uploads", {
+      method: "POST", credentials: "same-origin", body: form,
+      headers: {Accept: "application/json", "X-CSRFToken": cookie("csrftoken")},
+    }).then(function (response) {
+      return response.json().then(function (data) {
+        if (!response.ok) { throw data; }
+        return data;
+      });
+    }).then(function (data) {
+      item.uploading = false;
+      item.body = "";
+      item.attachment = data;
+      send(messageFrame(clientId, item));
+    }, function (error) {
+      item.uploading = false;
+      item.error = (error && error.detail) || T.upload_failed;
+    }).then(renderMessages);
+  }
+
+  function uploadAll(files) {
+    Array.prototype.forEach.call(files || [], upload);
+    return Boolean(files && files.length);
   }
 
   function setStatus(status) {
@@ -372,6 +433,25 @@
     if (className) { node.className = className; }
     if (text !== undefined && text !== null) { node.textContent = text; }
     return node;
+  }
+
+  // A loading image grows the thread after the fact: it stays at the bottom until the agent
+  // scrolls up (growth and scroll anchoring only ever move scrollTop down).
+  function toBottom() {
+    var list = $("messages");
+    state.stick = true;
+    list.scrollTop = list.scrollHeight;
+  }
+
+  function formatSize(bytes) {
+    if (bytes < 1024) { return bytes + " B"; }
+    if (bytes < 1048576) { return Math.round(bytes / 1024) + " KB"; }
+    return (bytes / 1048576).toFixed(1) + " MB";
+  }
+
+  function cookie(name) {
+    var match = document.cookie.match(new RegExp("(?:^|; )" + name + "=([^;]*)"));
+    return match ? decodeURIComponent(match[1]) : "";
   }
 
   function shortTime(iso) {
@@ -426,6 +506,40 @@
       state.lastTypingSent = now;
       send({type: "typing", conversation: state.selected, state: "start"});
     }
+  });
+  $("composer-input").addEventListener("paste", function (event) {
+    if (uploadAll(event.clipboardData && event.clipboardData.files)) { event.preventDefault(); }
+  });
+  $("composer-attach").addEventListener("click", function () { $("composer-file").click(); });
+  $("composer-file").addEventListener("change", function () {
+    uploadAll(this.files);
+    this.value = "";
+  });
+  function hasFiles(event) {
+    var types = event.dataTransfer ? event.dataTransfer.types : [];
+    return Array.prototype.indexOf.call(types, "Files") >= 0;
+  }
+  $("composer").addEventListener("dragover", function (event) {
+    if (!hasFiles(event)) { return; }
+    event.preventDefault();
+    this.classList.add("dropping");
+  });
+  $("composer").addEventListener("dragleave", function (event) {
+    if (!this.contains(event.relatedTarget)) { this.classList.remove("dropping"); }
+  });
+  $("composer").addEventListener("drop", function (event) {
+    this.classList.remove("dropping");
+    if (!hasFiles(event)) { return; }
+    event.preventDefault();
+    uploadAll(event.dataTransfer.files);
+  });
+  $("messages").addEventListener("scroll", function () {
+    if (this.scrollHeight - this.scrollTop - this.clientHeight < 40) {
+      state.stick = true;
+    } else if (this.scrollTop < state.lastTop) {
+      state.stick = false;
+    }
+    state.lastTop = this.scrollTop;
   });
   $("resolve").addEventListener("click", function () { setStatus("resolved"); });
   $("reopen").addEventListener("click", function () { setStatus("open"); });

@@ -20,6 +20,8 @@
   const TYPING_EVERY_MS = 2000;
   const TYPING_IDLE_MS = 4000;
   const AGENT_TYPING_MS = 5000;
+  const VISITOR = { kind: "visitor" };
+  const CLIP = "M20 11l-8 8a5 5 0 0 1-7-7l8-8a3.3 3.3 0 0 1 5 5l-8 8a1.6 1.6 0 0 1-2-2l7-7";
 
   const STRINGS = {
     en: {
@@ -36,6 +38,8 @@
       typing: "Agent is typing…",
       sending: "Sending…",
       retrying: "Not sent, retrying",
+      uploading: "Uploading…",
+      uploadFailed: "Upload failed",
     },
     zh: {
       title: "在线客服",
@@ -51,12 +55,15 @@
       typing: "客服正在输入…",
       sending: "发送中…",
       retrying: "未发送，正在重试",
+      uploading: "上传中…",
+      uploadFailed: "上传失败",
     },
   };
 
   let t = STRINGS.en;
   let ui = null; // the DOM nodes, built once the first session answer (or failure) is in
   let wsUrl = null;
+  let token = null; // the visitor token: uploads and file links carry it
   let socket = null;
   let ready = false;
   let attempt = 0; // reconnect attempts since the last `ready`
@@ -77,6 +84,8 @@
   let typingIdle = 0;
   let typingDue = 0;
   let agentTypingTimer = 0;
+  let stick = true; // the message list follows its bottom
+  let lastTop = 0;
 
   // Storage ---------------------------------------------------------------------------------
 
@@ -147,7 +156,10 @@
 
   function onSession(data) {
     wsUrl = data.ws_url;
+    token = data.token;
     if (!ui) buildUi(data.site);
+    // Links to files already shown get the renewed token (an expired one would 404).
+    ui.list.querySelectorAll("a[data-url]").forEach((a) => (a.href = fileUrl(a.dataset.url)));
     applySite(data.site);
     connect();
   }
@@ -298,10 +310,12 @@
       return scheduleFlush();
     }
     dropFromOutbox(frame.client_id);
-    if (pending) {
-      pending.classList.add("gofly-msg-failed");
-      setNote(pending, frame.detail || frame.code);
-    }
+    if (pending) fail(pending, frame.detail || frame.code);
+  }
+
+  function fail(row, text) {
+    row.classList.add("gofly-msg-failed");
+    setNote(row, text);
   }
 
   function onTyping(frame) {
@@ -337,7 +351,45 @@
   }
 
   function messageFrame(item) {
-    return { type: "message", client_id: item.client_id, body: item.body, attachment: null };
+    const attachment = item.attachment ? item.attachment.id : null;
+    return { type: "message", client_id: item.client_id, body: item.body, attachment: attachment };
+  }
+
+  // A file goes up over HTTP first; only then does its message (which names the upload) join
+  // the outbox, holding the upload's description and never the file itself.
+  function attach(file) {
+    const item = { client_id: newId(), body: "" };
+    const row = showPending({ client_id: item.client_id, body: file.name });
+    setNote(row, t.uploading);
+    const form = new FormData();
+    form.append("file", file);
+    fetch(BASE + "/api/widget/v1/uploads", {
+      method: "POST",
+      credentials: "omit",
+      headers: { Authorization: "Bearer " + token },
+      body: form,
+    })
+      .then((response) =>
+        response.json().then((data) => {
+          if (!response.ok) throw data;
+          return data;
+        })
+      )
+      .then(
+        (data) => {
+          item.attachment = data;
+          save("outbox", outbox().concat(item));
+          row.replaceChild(bubble(item), row.querySelector(".gofly-bubble"));
+          setNote(row, t.sending);
+          send(messageFrame(item));
+        },
+        (err) => fail(row, (err && err.detail) || t.uploadFailed)
+      );
+  }
+
+  function attachAll(files) {
+    Array.from(files || []).forEach(attach);
+    return files && files.length > 0;
   }
 
   // Resending is safe: the server answers a known client_id with the same ack and stores
@@ -426,7 +478,7 @@
     root.append(h("style", "", CSS), ui.launcher, ui.panel);
     document.body.append(host);
     // Messages not acknowledged before the last reload; they are resent once connected.
-    outbox().forEach(showPending);
+    outbox().forEach((item) => showPending(item));
     if (isOpen) open();
   }
 
@@ -448,6 +500,17 @@
     panel.hidden = true;
     panel.setAttribute("role", "dialog");
     panel.addEventListener("keydown", (e) => e.key === "Escape" && close());
+    const dragging = (e, on) => {
+      if (!e.dataTransfer || !Array.from(e.dataTransfer.types).includes("Files")) return;
+      e.preventDefault();
+      panel.classList.toggle("gofly-drop", on);
+    };
+    panel.addEventListener("dragover", (e) => dragging(e, true));
+    panel.addEventListener("dragleave", (e) => dragging(e, panel.contains(e.relatedTarget)));
+    panel.addEventListener("drop", (e) => {
+      dragging(e, false);
+      attachAll(e.dataTransfer.files);
+    });
 
     const header = h("div", "gofly-header");
     ui.title = h("span", "gofly-title", t.title);
@@ -460,6 +523,7 @@
     ui.status = h("div", "gofly-status", t.connecting);
     ui.list = h("div", "gofly-list");
     ui.list.setAttribute("role", "log");
+    ui.list.addEventListener("scroll", onScroll);
     ui.typing = h("div", "gofly-typing", t.typing);
     ui.typing.hidden = true;
     panel.append(header, ui.status, ui.list, ui.typing, buildComposer());
@@ -474,12 +538,27 @@
     ui.input.setAttribute("aria-label", t.placeholder);
     ui.input.addEventListener("input", onInput);
     ui.input.addEventListener("keydown", onKeyDown);
+    ui.input.addEventListener("paste", (e) => {
+      if (attachAll(e.clipboardData && e.clipboardData.files)) e.preventDefault();
+    });
     const sendButton = h("button", "gofly-send", t.send);
     sendButton.type = "button";
     sendButton.addEventListener("click", submit);
-    // TODO(gofly): uploads (issue 2) land with POST /api/widget/v1/uploads; the attach
-    // button (label t.attach) goes here, before the textarea, and sends `attachment`.
-    composer.append(ui.input, sendButton);
+    const file = h("input", "gofly-file");
+    file.type = "file";
+    file.multiple = true;
+    file.hidden = true;
+    file.addEventListener("change", () => {
+      attachAll(file.files);
+      file.value = "";
+    });
+    const attachButton = h("button", "gofly-attach");
+    attachButton.type = "button";
+    attachButton.title = t.attach;
+    attachButton.setAttribute("aria-label", t.attach);
+    attachButton.append(icon(CLIP));
+    attachButton.addEventListener("click", () => file.click());
+    composer.append(attachButton, file, ui.input, sendButton);
     return composer;
   }
 
@@ -500,38 +579,62 @@
     if (!mine && message.sender && message.sender.name) {
       row.append(h("div", "gofly-name", message.sender.name));
     }
-    const bubble = h("div", "gofly-bubble", message.body);
-    if (message.attachment) bubble.append(attachmentLink(message.attachment));
-    row.append(bubble);
+    row.append(bubble(message));
     if (message.created_at) row.title = new Date(message.created_at).toLocaleString();
     return row;
   }
 
-  function attachmentLink(attachment) {
-    const link = h("a", "gofly-file", attachment.name || attachment.url);
-    const href = webUrl(attachment.url);
-    if (href) link.href = href;
+  function bubble(message) {
+    const node = h("div", "gofly-bubble", message.body);
+    if (message.attachment) node.append(attachmentLink(message.attachment));
+    return node;
+  }
+
+  // Images show inline and open in a new tab; other files are a link with name and size.
+  function attachmentLink(a) {
+    const link = h("a", "gofly-link");
+    const href = fileUrl(a.url);
+    if (href) link.href = link.dataset.url = href;
     link.target = "_blank";
     link.rel = "noopener noreferrer";
+    if (/^image\//.test(a.content_type) && href) {
+      const img = h("img", "gofly-img");
+      img.src = href;
+      img.alt = a.name || "";
+      img.addEventListener("load", () => stick && toBottom());
+      link.append(img);
+    } else {
+      link.textContent = (a.name || "file") + " (" + formatSize(a.size || 0) + ")";
+    }
     return link;
   }
 
+  function formatSize(n) {
+    if (n < 1024) return n + " B";
+    if (n < 1048576) return Math.round(n / 1024) + " KB";
+    return (n / 1048576).toFixed(1) + " MB";
+  }
+
   // Only web links: a `javascript:` URL in a message must never become clickable code.
-  function webUrl(value) {
+  // Files are fetched with the visitor's token in the query: an <img> cannot send headers.
+  function fileUrl(value) {
     try {
       const url = new URL(value, BASE);
-      return url.protocol === "https:" || url.protocol === "http:" ? url.href : null;
+      if (url.protocol !== "https:" && url.protocol !== "http:") return null;
+      if (url.origin === BASE && token) url.searchParams.set("token", token);
+      return url.href;
     } catch (e) {
       return null;
     }
   }
 
   function showPending(item) {
-    const row = messageRow({ body: item.body, sender: { kind: "visitor" } });
+    const row = messageRow({ body: item.body, attachment: item.attachment, sender: VISITOR });
     row.dataset.clientId = item.client_id;
     row.classList.add("gofly-pending");
     setNote(row, t.sending);
     appendRow(row, ui.list.children.length);
+    return row;
   }
 
   function pendingBubble(clientId) {
@@ -562,7 +665,21 @@
     const list = ui.list;
     const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
     list.insertBefore(row, list.children[index] || null);
-    if (atBottom || row.classList.contains("gofly-msg-visitor")) list.scrollTop = list.scrollHeight;
+    if (atBottom || row.classList.contains("gofly-msg-visitor")) toBottom();
+  }
+
+  // A loading image grows the list after the fact: it stays at the bottom until the reader
+  // scrolls up (growth and scroll anchoring only ever move scrollTop down).
+  function toBottom() {
+    stick = true;
+    ui.list.scrollTop = ui.list.scrollHeight;
+  }
+
+  function onScroll() {
+    const list = ui.list;
+    if (list.scrollHeight - list.scrollTop - list.clientHeight < 40) stick = true;
+    else if (list.scrollTop < lastTop) stick = false;
+    lastTop = list.scrollTop;
   }
 
   function setNote(row, text) {
@@ -604,7 +721,7 @@
     ui.launcher.setAttribute("aria-expanded", "true");
     setUnread(0);
     markRead();
-    ui.list.scrollTop = ui.list.scrollHeight;
+    toBottom();
     ui.input.focus();
   }
 
@@ -620,6 +737,9 @@
 :host { all: initial; }
 * { box-sizing: border-box; }
 [hidden] { display: none !important; }
+/* Page rules matching the host element itself (a "*" rule, an inherited body direction)
+   still reach it; inheritance stops here. "all" never resets direction, so it is named. */
+.gofly-launcher, .gofly-panel { all: initial; direction: ltr; box-sizing: border-box; }
 .gofly-launcher, .gofly-panel {
   --c: var(--gofly-color, #1f6feb);
   position: fixed; right: 20px; z-index: 2147483000;
@@ -664,7 +784,11 @@
 .gofly-name, .gofly-note { font-size: 11px; color: #656d76; margin: 0 6px 2px; }
 .gofly-note { margin-top: 2px; }
 .gofly-msg-failed .gofly-note { color: #d93025; }
-.gofly-file { display: block; color: inherit; text-decoration: underline; }
+.gofly-link { display: block; color: inherit; text-decoration: underline; }
+.gofly-img { display: block; max-width: 100%; max-height: 240px; border-radius: 8px; }
+.gofly-drop .gofly-list { outline: 2px dashed var(--c); outline-offset: -6px; }
+.gofly-attach { border: 0; background: none; padding: 0 2px; color: #656d76; cursor: pointer; }
+.gofly-attach svg { width: 22px; height: 22px; fill: none; stroke: currentColor; stroke-width: 2; }
 .gofly-typing { padding: 2px 14px; font-size: 12px; color: #656d76; background: #f6f8fa; }
 .gofly-composer { display: flex; gap: 8px; padding: 10px; border-top: 1px solid #e1e4e8; }
 .gofly-input {
