@@ -17,7 +17,7 @@ from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
-from django.db.models import Count, F, Q, QuerySet
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -48,7 +48,8 @@ class PostedMessage:
     visitor_id: int
     assignee_id: int | None
     created: bool
-    conversation_changed: bool
+    # The conversation's new summary when the message created, assigned or reopened it.
+    summary: dict[str, Any] | None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -281,6 +282,7 @@ def _store_message(
 def _posted(
     message: Message, conversation: Conversation, created: bool, changed: bool
 ) -> PostedMessage:
+    """Build what the caller publishes after commit; conversation.visitor must be loaded."""
     return PostedMessage(
         frame=message_frame(message, _sender_name(message)),
         conversation_id=conversation.pk,
@@ -288,7 +290,7 @@ def _posted(
         visitor_id=conversation.visitor_id,
         assignee_id=conversation.assignee_id,
         created=created,
-        conversation_changed=changed,
+        summary=conversation_summary(conversation) if changed else None,
     )
 
 
@@ -372,7 +374,7 @@ def post_agent_message(
         if created:
             fields = ["last_seq", "last_message_at", "last_message_preview"]
             if conversation.assignee_id is None:
-                conversation.assignee_id = user.pk
+                conversation.assignee = user
                 fields.append("assignee")
                 changed = True
             if conversation.first_agent_reply_at is None:
@@ -400,8 +402,12 @@ def messages_after(conversation_id: int, after_seq: int, limit: int) -> list[dic
 # Conversation state
 
 
-def conversation_summary(conversation: Conversation, unread: int | None = None) -> dict[str, Any]:
-    """How a conversation appears in the dashboard list."""
+def conversation_summary(conversation: Conversation) -> dict[str, Any]:
+    """How a conversation appears in the dashboard list.
+
+    `unread` counts the messages after the agent's read position. Replying moves that position
+    to the reply, so what follows is the visitor's; no join over messages is needed.
+    """
     visitor = conversation.visitor
     assignee = conversation.assignee
     return {
@@ -423,7 +429,7 @@ def conversation_summary(conversation: Conversation, unread: int | None = None) 
             conversation.last_message_at.isoformat() if conversation.last_message_at else None
         ),
         "last_message_preview": conversation.last_message_preview,
-        "unread": unread if unread is not None else 0,
+        "unread": max(0, conversation.last_seq - conversation.agent_read_seq),
         "created_at": conversation.created_at.isoformat(),
     }
 
@@ -439,18 +445,10 @@ def conversation_list(user: AbstractBaseUser, view: str, limit: int = 100) -> li
         queryset = conversations_visible_to(user).filter(status=Conversation.Status.RESOLVED)
     elif view != "open":
         raise errors.invalid(_("Unknown list; use waiting, mine, open or resolved."))
-    queryset = (
-        queryset.select_related("visitor", "assignee__agent")
-        .annotate(
-            unread=Count(
-                "messages",
-                filter=Q(messages__sender_kind=Message.SenderKind.VISITOR)
-                & Q(messages__seq__gt=F("agent_read_seq")),
-            )
-        )
-        .order_by("-last_message_at", "-id")[:limit]
-    )
-    return [conversation_summary(c, c.unread) for c in queryset]
+    queryset = queryset.select_related("visitor", "assignee__agent").order_by(
+        "-last_message_at", "-id"
+    )[:limit]
+    return [conversation_summary(c) for c in queryset]
 
 
 def conversation_detail(conversation: Conversation) -> dict[str, Any]:

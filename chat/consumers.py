@@ -7,6 +7,7 @@ transaction that stored it has committed.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any
 from urllib.parse import parse_qs
@@ -19,7 +20,7 @@ from django.db import Error as DatabaseError
 
 from chat import actions, delivery, errors, protocol
 from chat.errors import GoflyError
-from chat.models import Conversation, Site, Visitor
+from chat.models import Site, Visitor
 from chat.tokens import read_visitor_token
 
 logger = logging.getLogger(__name__)
@@ -100,6 +101,32 @@ class ChatConsumer(AsyncWebsocketConsumer):
         except DatabaseError:
             logger.exception("consumer.database_error")
             await self.send_error(errors.database_unavailable(), frame)
+        except Exception:
+            # A bug or a socket closed under us must cost one frame, never the connection's
+            # consumer or the process; the client resends unacknowledged messages.
+            logger.exception("consumer.frame_failed")
+            with contextlib.suppress(Exception):
+                await self.send_error(errors.internal_error(), frame)
+
+    async def publish(self, posted: actions.PostedMessage) -> None:
+        """Fan a committed message out, then acknowledge it to its sender.
+
+        Others are served first: if the sender's socket has closed meanwhile, the ack fails,
+        and the message must still reach everyone else live.
+        """
+        await delivery.deliver_message(posted)
+        if posted.summary is not None:
+            await delivery.deliver_conversation(posted.site_id, posted.visitor_id, posted.summary)
+        frame = posted.frame
+        await self.send_frame(
+            {
+                "type": "ack",
+                "client_id": frame["client_id"],
+                "conversation": frame["conversation"],
+                "seq": frame["seq"],
+                "id": frame["id"],
+            }
+        )
 
     async def frame_ping(self, frame: dict) -> None:
         await self.send_frame({"type": "pong"})
@@ -171,23 +198,7 @@ class VisitorConsumer(ChatConsumer):
         )
         self.conversation_id = posted.conversation_id
         self.assignee_id = posted.assignee_id
-        await self.send_ack(posted)
-        await delivery.deliver_message(posted)
-        if posted.conversation_changed:
-            summary = await db(_summary)(posted.conversation_id)
-            await delivery.deliver_conversation(self.site_id, self.visitor_id, summary)
-
-    async def send_ack(self, posted: actions.PostedMessage) -> None:
-        frame = posted.frame
-        await self.send_frame(
-            {
-                "type": "ack",
-                "client_id": frame["client_id"],
-                "conversation": frame["conversation"],
-                "seq": frame["seq"],
-                "id": frame["id"],
-            }
-        )
+        await self.publish(posted)
 
     async def frame_resume(self, frame: dict) -> None:
         after = protocol.after_seq_of(frame)
@@ -240,13 +251,6 @@ class VisitorConsumer(ChatConsumer):
         await self.send_frame(event["frame"])
 
 
-def _summary(conversation_id: int) -> dict[str, Any]:
-    conversation = Conversation.objects.select_related("visitor", "assignee__agent").get(
-        pk=conversation_id
-    )
-    return actions.conversation_summary(conversation)
-
-
 def _agent_identity(user: Any) -> tuple[list[int], dict[str, Any]] | None:
     """The sites whose groups the agent joins and how it is named, or None without rights."""
     site_ids = actions.agent_site_ids(user)
@@ -294,19 +298,7 @@ class AgentConsumer(ChatConsumer):
             body=body,
             upload_id=frame.get("attachment"),
         )
-        await self.send_frame(
-            {
-                "type": "ack",
-                "client_id": client_id,
-                "conversation": posted.conversation_id,
-                "seq": posted.frame["seq"],
-                "id": posted.frame["id"],
-            }
-        )
-        await delivery.deliver_message(posted)
-        if posted.conversation_changed:
-            summary = await db(_summary)(posted.conversation_id)
-            await delivery.deliver_conversation(posted.site_id, posted.visitor_id, summary)
+        await self.publish(posted)
 
     async def frame_resume(self, frame: dict) -> None:
         after = protocol.after_seq_of(frame)

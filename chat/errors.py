@@ -31,6 +31,7 @@ class ErrorCode(StrEnum):
     UNKNOWN_SITE = "unknown_site"
     ORIGIN_NOT_ALLOWED = "origin_not_allowed"
     UNSUPPORTED_TYPE = "unsupported_type"
+    INTERNAL = "internal"
 
 
 class GoflyError(Exception):
@@ -70,6 +71,14 @@ def database_unavailable() -> GoflyError:
         ErrorCode.UNAVAILABLE,
         _("The message could not be saved right now; it was not stored. Send it again."),
         status=503,
+    )
+
+
+def internal_error() -> GoflyError:
+    return GoflyError(
+        ErrorCode.INTERNAL,
+        _("Something went wrong on our side; the frame was not processed. Try again."),
+        status=500,
     )
 
 

@@ -231,3 +231,18 @@ def test_post_visitor_message_from_many_threads_keeps_seq_gap_free(site, agent_a
     expected = 1 + per_thread * threads + threads // 2
     assert seqs == list(range(1, expected + 1))
     assert Conversation.objects.get(pk=first.conversation_id).last_seq == expected
+
+
+@pytest.mark.django_db(transaction=True)
+def test_http_request_does_not_leave_its_database_connection_open(site, monkeypatch):
+    from django.db import connection
+
+    # As in production: connections may persist for a minute (tests otherwise use 0).
+    monkeypatch.setitem(connection.settings_dict, "CONN_MAX_AGE", 60)
+    connection.close()
+    response = post_session(Client(), {"site": site.key})
+
+    assert response.status_code == 201
+    # Under ASGI the view ran in a thread of its own; a connection left open there would
+    # never be reused (docs/performance.md, "too many clients").
+    assert connection.connection is None

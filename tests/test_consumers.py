@@ -550,3 +550,22 @@ async def test_resolve_then_visitor_message_reopens(site, agent_alice):
     assert status == "open"
     await visitor.disconnect()
     await agent.disconnect()
+
+
+async def test_unexpected_failure_costs_one_frame_not_the_socket(site, monkeypatch):
+    visitor, _ = await open_visitor(await visitor_token(site))
+
+    def bug(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(actions, "post_visitor_message", bug)
+    await visitor.send_json_to({"type": "message", "client_id": "c", "body": "hi"})
+    assert await visitor.receive_json_from(timeout=TIMEOUT) == {
+        "type": "error",
+        "code": "internal",
+        "client_id": "c",
+        "detail": "Something went wrong on our side; the frame was not processed. Try again.",
+    }
+    await visitor.send_json_to({"type": "ping"})
+    assert await visitor.receive_json_from(timeout=TIMEOUT) == {"type": "pong"}
+    await visitor.disconnect()
