@@ -250,12 +250,16 @@ def _store_message(
 
     The caller holds the conversation's row lock (select_for_update) inside a transaction.
     """
-    existing = (
-        Message.objects.filter(conversation_id=conversation.pk, client_id=client_id)
-        .select_related("attachment", "sender_user__agent", "conversation__visitor")
-        .first()
+    # Repeats are rare: probe with the cheapest query and load the full row only on a hit.
+    repeat = list(
+        Message.objects.filter(conversation_id=conversation.pk, client_id=client_id).values_list(
+            "pk", flat=True
+        )[:1]
     )
-    if existing is not None:
+    if repeat:
+        existing = Message.objects.select_related(
+            "attachment", "sender_user__agent", "conversation__visitor"
+        ).get(pk=repeat[0])
         return existing, False
     now = timezone.now()
     conversation.last_seq += 1
@@ -294,30 +298,42 @@ def _posted(
     )
 
 
+def _lock_current_conversation(visitor_id: int) -> Conversation | None:
+    # of=("self",): with the join, a plain FOR UPDATE would lock the visitor row as well.
+    return (
+        Conversation.objects.select_for_update(of=("self",))
+        .select_related("visitor")
+        .filter(visitor_id=visitor_id)
+        .order_by("-id")
+        .first()
+    )
+
+
+def _open_conversation(visitor_id: int) -> tuple[Conversation, bool]:
+    """Create the visitor's first conversation, once even when two first messages race.
+
+    Locks the visitor row, then looks again: a racing sender may have created the conversation
+    while this one waited. Lock order is visitor, then conversation, everywhere.
+    """
+    visitor = Visitor.objects.select_for_update().get(pk=visitor_id)
+    conversation = _lock_current_conversation(visitor_id)
+    if conversation is not None:
+        return conversation, False
+    return Conversation.objects.create(site_id=visitor.site_id, visitor=visitor), True
+
+
 def post_visitor_message(
     visitor_id: int, *, client_id: str, body: str, upload_id: Any = None
 ) -> PostedMessage:
     """Store a visitor's message in its current conversation, opening or reopening one."""
     with transaction.atomic():
-        # Locking the visitor first serialises two first messages that would otherwise
-        # each create a conversation.
-        # of=("self",): a plain FOR UPDATE with a join would also lock the site row and
-        # serialise every visitor of the site.
-        visitor = (
-            Visitor.objects.select_for_update(of=("self",))
-            .select_related("site")
-            .get(pk=visitor_id)
-        )
-        upload = check_upload(
-            upload_id, site_id=visitor.site_id, visitor_id=visitor.pk, user_id=None
-        )
-        conversation = (
-            Conversation.objects.select_for_update().filter(visitor=visitor).order_by("-id").first()
-        )
+        conversation = _lock_current_conversation(visitor_id)
         changed = False
         if conversation is None:
-            conversation = Conversation.objects.create(site=visitor.site, visitor=visitor)
-            changed = True
+            conversation, changed = _open_conversation(visitor_id)
+        upload = check_upload(
+            upload_id, site_id=conversation.site_id, visitor_id=visitor_id, user_id=None
+        )
         message, created = _store_message(
             conversation,
             client_id=client_id,
@@ -335,7 +351,6 @@ def post_visitor_message(
                 changed = True
             conversation.save(update_fields=fields)
         message.conversation = conversation
-        conversation.visitor = visitor
         return _posted(message, conversation, created, changed)
 
 

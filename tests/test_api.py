@@ -246,3 +246,29 @@ def test_http_request_does_not_leave_its_database_connection_open(site, monkeypa
     # Under ASGI the view ran in a thread of its own; a connection left open there would
     # never be reused (docs/performance.md, "too many clients").
     assert connection.connection is None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_racing_first_messages_open_one_conversation(site):
+    visitor = new_visitor_session(site).visitor
+    barrier, failures = threading.Barrier(6), []
+
+    def first_message(n: int) -> None:
+        try:
+            barrier.wait(10)
+            actions.post_visitor_message(visitor.pk, client_id=f"first-{n}", body="hi")
+        except Exception as exc:  # collected and asserted below
+            failures.append(exc)
+        finally:
+            close_old_connections()
+
+    workers = [threading.Thread(target=first_message, args=(n,)) for n in range(6)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+
+    assert failures == []
+    conversation = Conversation.objects.get(visitor=visitor)
+    assert conversation.last_seq == 6
+    assert sorted(conversation.messages.values_list("seq", flat=True)) == [1, 2, 3, 4, 5, 6]
