@@ -24,7 +24,8 @@ before `send()` of a visitor's message to the `ack` frame with its client_id on 
 forward latency from the same instant to the `message` frame with that client_id on an agent
 socket. Agents never reply, so every conversation stays unassigned and every agent socket
 receives every message: `forward_latency_ms` is measured on the first agent socket,
-`forward_latency_all_agents_ms` pools every agent socket.
+`forward_latency_all_agents_ms` pools every agent socket. Acks and forwards are counted until
+the drain ends; what arrives later, while the sockets close, is left out.
 
 The load generator shares the machine with the server, so its own CPU use is reported next to
 every figure. `run_scenario()` runs one scenario against one URL and returns the result dict,
@@ -35,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import gc
 import itertools
 import json
@@ -45,7 +47,7 @@ import sys
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -186,7 +188,9 @@ class HttpClient:
 
     async def _open(self) -> None:
         self.reader, self.writer = await asyncio.open_connection(
-            self.host, self.port, limit=self.MAX_HEADER,
+            self.host,
+            self.port,
+            limit=self.MAX_HEADER,
             local_addr=(self.local_addr, 0) if self.local_addr else None,
         )
 
@@ -196,7 +200,7 @@ class HttpClient:
             writer.close()
             try:
                 await asyncio.wait_for(writer.wait_closed(), 2)
-            except (OSError, asyncio.TimeoutError):
+            except (TimeoutError, OSError):
                 pass
 
     async def post_json(self, path: str, payload: dict) -> tuple[int, Any]:
@@ -308,6 +312,9 @@ class Run:
         self.errors: Counter[str] = Counter()
         self.frames: Counter[str] = Counter()
         self.closing = False
+        # Acks and forwards count only until the drain ends, so late arrivals while the
+        # sockets close do not enter the figures.
+        self.measuring = True
         self.visitors: list[Socket] = []
         self.agents: list[Socket] = []
         # Connect phase.
@@ -344,6 +351,8 @@ class Run:
                     self.errors["visitor_bad_frame"] += 1
                     continue
                 self.frames[f"visitor:{kind}"] += 1
+                if kind in ("ack", "message") and not self.measuring:
+                    continue
                 if kind == "ack":
                     cid = frame.get("client_id")
                     sent = self.sent_at.get(cid)
@@ -379,6 +388,8 @@ class Run:
                     self.errors["agent_bad_frame"] += 1
                     continue
                 self.frames[f"agent:{kind}"] += 1
+                if kind in ("ack", "message") and not self.measuring:
+                    continue
                 if kind == "message":
                     cid = frame.get("client_id")
                     sent = self.sent_at.get(cid)
@@ -419,9 +430,7 @@ def _classify(prefix: str, exc: BaseException) -> str:
     if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
         return f"{prefix}_timeout"
     if isinstance(exc, OSError) and exc.errno:
-        import errno as errno_mod
-
-        return f"{prefix}_oserror:{errno_mod.errorcode.get(exc.errno, exc.errno)}"
+        return f"{prefix}_oserror:{errno.errorcode.get(exc.errno, exc.errno)}"
     return f"{prefix}:{type(exc).__name__}"
 
 
@@ -502,9 +511,9 @@ async def connect_visitors(run: Run, deadline: float) -> float:
     """Open the visitor sockets; returns the wall time the phase took."""
     s = run.s
     parts = urlsplit(s.url)
-    host, port = parts.hostname or "127.0.0.1", parts.port or (443 if parts.scheme == "https" else 80)
     if parts.scheme == "https":
         raise SystemExit("https is not supported by the bench HTTP client; use the plain port")
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
     counter = itertools.count()
     sources = s.source_addresses or [None]
     started = time.perf_counter()
@@ -591,7 +600,7 @@ async def pinger(run: Run, stop: asyncio.Event, deadline: float) -> None:
             try:
                 await asyncio.wait_for(stop.wait(), delay)
                 return
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         sock = idle[k % len(idle)]
         try:
@@ -689,7 +698,7 @@ async def progress(run: Run, stop: asyncio.Event, deadline: float) -> None:
         try:
             await asyncio.wait_for(stop.wait(), 5)
             return
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
         if time.monotonic() > deadline:
             return
@@ -729,7 +738,7 @@ async def run_scenario(scenario: Scenario) -> dict[str, Any]:
     progress_task = asyncio.create_task(progress(run, stop, deadline))
     rss_before = server_rss_kib(s.server_pid)
     srv_cpu0 = server_cpu_seconds(s.server_pid)
-    started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    started_at = datetime.now(UTC).isoformat(timespec="seconds")
 
     log(f"connecting {s.agents} agent sockets to {s.url}")
     await connect_agents(run, deadline)
@@ -753,6 +762,7 @@ async def run_scenario(scenario: Scenario) -> dict[str, Any]:
     send_wall0 = time.perf_counter()
     send_seconds = await send_messages(run, senders, deadline)
     drain_seconds = await drain(run, s.drain_seconds, deadline)
+    run.measuring = False
     send_wall = time.perf_counter() - send_wall0
     send_cpu = cpu_seconds_self() - send_cpu0
     srv_cpu2 = server_cpu_seconds(s.server_pid)
@@ -761,7 +771,7 @@ async def run_scenario(scenario: Scenario) -> dict[str, Any]:
     for task in (ping_task, progress_task):
         try:
             await asyncio.wait_for(task, 5)
-        except (asyncio.TimeoutError, asyncio.CancelledError):
+        except (TimeoutError, asyncio.CancelledError):
             pass
     log("closing sockets")
     await close_all(run, budget=30)
@@ -806,7 +816,8 @@ async def run_scenario(scenario: Scenario) -> dict[str, Any]:
             "agents_connected": len(run.agents),
             "total_seconds": round(connect_seconds, 3),
             "sockets_per_second": round(len(run.visitors) / connect_seconds, 1)
-            if connect_seconds else None,
+            if connect_seconds
+            else None,
             "per_socket_ms": percentiles(run.connect_ns),
             "session_post_ms": percentiles(run.session_ns),
             "ws_handshake_ms": percentiles(run.handshake_ns),
@@ -825,14 +836,19 @@ async def run_scenario(scenario: Scenario) -> dict[str, Any]:
             "send_seconds": round(send_seconds, 3),
             "achieved_rate": round(sent / send_seconds, 1) if send_seconds else None,
             "drain_seconds": round(drain_seconds, 3),
+            "counted_until": "end of drain",
             "idle_pings_sent": run.pings_sent,
             "frames_received": dict(sorted(run.frames.items())),
         },
         "ack_latency_ms": percentiles(run.ack_ns),
-        "forward_latency_ms": {"measured_on": "first agent socket",
-                               **percentiles(run.forward_first_ns)},
-        "forward_latency_all_agents_ms": {"measured_on": "every agent socket, pooled",
-                                          **percentiles(run.forward_all_ns)},
+        "forward_latency_ms": {
+            "measured_on": "first agent socket",
+            **percentiles(run.forward_first_ns),
+        },
+        "forward_latency_all_agents_ms": {
+            "measured_on": "every agent socket, pooled",
+            **percentiles(run.forward_all_ns),
+        },
         "send_lag_ms": percentiles(run.send_lag_ns),
         "errors": errors,
         "server": {
@@ -843,7 +859,8 @@ async def run_scenario(scenario: Scenario) -> dict[str, Any]:
             "rss_growth_kib_per_connection": growth,
             "cpu_seconds_connect_phase": srv_connect_cpu,
             "cpu_seconds_send_phase": srv_send_cpu,
-            "cpu_percent_send_phase": pct(srv_send_cpu, send_wall) if srv_send_cpu is not None
+            "cpu_percent_send_phase": pct(srv_send_cpu, send_wall)
+            if srv_send_cpu is not None
             else None,
         },
         "loadgen": {
@@ -871,27 +888,51 @@ def parse_args(argv: list[str] | None = None) -> Scenario:
     p.add_argument("--site", required=True, help="site key the visitors belong to")
     p.add_argument("--visitors", type=int, default=2000, help="visitor sockets (N)")
     p.add_argument("--agents", type=int, default=5, help="agent sockets (M)")
-    p.add_argument("--senders", type=int, default=200,
-                   help="how many of the visitor sockets send messages (>= rate/4 advised)")
+    p.add_argument(
+        "--senders",
+        type=int,
+        default=200,
+        help="how many of the visitor sockets send messages (>= rate/4 advised)",
+    )
     p.add_argument("--rate", type=float, default=100.0, help="messages per second, in total")
     p.add_argument("--duration", type=float, default=30.0, help="seconds of sending")
-    p.add_argument("--connect-concurrency", type=int, default=50,
-                   help="visitor sockets being opened at once")
+    p.add_argument(
+        "--connect-concurrency", type=int, default=50, help="visitor sockets being opened at once"
+    )
     p.add_argument("--server-pid", type=int, help="PID of the server, for RSS and CPU")
     p.add_argument("--agent-cookie", help="sessionid cookie value for the agent sockets")
     p.add_argument("--cookie-name", default="sessionid")
     p.add_argument("--origin", help="Origin header of the agent sockets (default: --url)")
-    p.add_argument("--source-addresses", default="",
-                   help="comma list of loopback source addresses, e.g. 127.0.0.2,127.0.0.3")
+    p.add_argument(
+        "--source-addresses",
+        default="",
+        help="comma list of loopback source addresses, e.g. 127.0.0.2,127.0.0.3",
+    )
     p.add_argument("--max-seconds", type=float, default=600.0, help="hard cap on the whole run")
-    p.add_argument("--drain-seconds", type=float, default=10.0,
-                   help="how long to wait for outstanding acks/forwards after sending")
-    p.add_argument("--ping-interval", type=float, default=30.0,
-                   help="seconds between pings of each idle visitor socket (0: none)")
-    p.add_argument("--connect-timeout", type=float, default=15.0,
-                   help="timeout of one session POST, handshake or ready")
-    p.add_argument("--compression", choices=["deflate", "none"], default="deflate",
-                   help="offer permessage-deflate like a browser does (default) or not")
+    p.add_argument(
+        "--drain-seconds",
+        type=float,
+        default=10.0,
+        help="how long to wait for outstanding acks/forwards after sending",
+    )
+    p.add_argument(
+        "--ping-interval",
+        type=float,
+        default=30.0,
+        help="seconds between pings of each idle visitor socket (0: none)",
+    )
+    p.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=15.0,
+        help="timeout of one session POST, handshake or ready",
+    )
+    p.add_argument(
+        "--compression",
+        choices=["deflate", "none"],
+        default="deflate",
+        help="offer permessage-deflate like a browser does (default) or not",
+    )
     p.add_argument("--label", default="", help="free text copied into the JSON")
     a = p.parse_args(argv)
     for name in ("visitors", "agents", "senders", "connect_concurrency"):
@@ -904,13 +945,25 @@ def parse_args(argv: list[str] | None = None) -> Scenario:
         p.error("load tests target 127.0.0.1 only")
     sources = [x.strip() for x in a.source_addresses.split(",") if x.strip()]
     return Scenario(
-        url=a.url.rstrip("/"), site=a.site, visitors=a.visitors, agents=a.agents,
-        senders=a.senders, rate=a.rate, duration=a.duration,
-        connect_concurrency=a.connect_concurrency, server_pid=a.server_pid,
-        agent_cookie=a.agent_cookie, cookie_name=a.cookie_name, origin=a.origin,
-        source_addresses=sources, max_seconds=a.max_seconds, drain_seconds=a.drain_seconds,
-        ping_interval=a.ping_interval, connect_timeout=a.connect_timeout,
-        compression=a.compression, label=a.label,
+        url=a.url.rstrip("/"),
+        site=a.site,
+        visitors=a.visitors,
+        agents=a.agents,
+        senders=a.senders,
+        rate=a.rate,
+        duration=a.duration,
+        connect_concurrency=a.connect_concurrency,
+        server_pid=a.server_pid,
+        agent_cookie=a.agent_cookie,
+        cookie_name=a.cookie_name,
+        origin=a.origin,
+        source_addresses=sources,
+        max_seconds=a.max_seconds,
+        drain_seconds=a.drain_seconds,
+        ping_interval=a.ping_interval,
+        connect_timeout=a.connect_timeout,
+        compression=a.compression,
+        label=a.label,
     )
 
 
@@ -931,7 +984,7 @@ def main(argv: list[str] | None = None) -> int:
         # The phases honour max_seconds themselves; this is the backstop if one of them hangs.
         try:
             return await asyncio.wait_for(run_scenario(scenario), scenario.max_seconds + 60)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return {"label": scenario.label, "errors": {"hard_cap_exceeded": 1}}
 
     result = asyncio.run(guarded())
