@@ -7,6 +7,7 @@ The browser is Debian's /usr/bin/chromium driven by Playwright; no browser is do
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -165,6 +166,12 @@ def browser():
         instance.close()
 
 
+def _demo_site_key(base: str) -> str:
+    """The demo site's key, read from the demo page's embed snippet."""
+    html = urllib.request.urlopen(base + "/demo/", timeout=10).read().decode()
+    return html.split('data-site="', 1)[1].split('"', 1)[0]
+
+
 def log_in(page, base: str) -> None:
     page.goto(base + "/accounts/login/")
     page.fill("input[name=username]", "demo")
@@ -263,3 +270,51 @@ def test_widget_and_dashboard_catch_up_after_a_server_restart(tmp_path_factory, 
         assert visitor.locator(".gofly-msg[data-seq]").count() == 3
     finally:
         server.close()
+
+
+def _drop_first(page, pattern: str, body: str) -> None:
+    """Relay a page's socket to the server, losing the first live frame with this body."""
+    dropped: list[str] = []
+
+    def handler(route) -> None:
+        server = route.connect_to_server()
+
+        def from_server(message) -> None:
+            if not dropped and json.loads(message).get("body") == body:
+                dropped.append(message)
+                return
+            route.send(message)
+
+        server.on_message(from_server)
+        route.on_message(lambda message: server.send(message))
+
+    page.route_web_socket(pattern, handler)
+
+
+def test_lost_live_frames_are_fetched_when_a_hole_shows(server, browser):
+    visitor = browser.new_context().new_page()
+    agent = browser.new_context().new_page()
+    _drop_first(visitor, "**/ws/visitor/**", "lost for the visitor")
+    _drop_first(agent, "**/ws/agent/**", "lost for the agent")
+    visitor.goto(server + "/demo/?site=" + _demo_site_key(server))
+    visitor.click(".gofly-launcher")
+    visitor.fill(".gofly-input", "hello")
+    visitor.press(".gofly-input", "Enter")
+    visitor.locator(".gofly-msg-visitor[data-seq='1']").wait_for()
+    log_in(agent, server)
+    agent.locator(".conv-item", has_text="hello").first.click()
+    agent.locator(".msg-visitor[data-seq='1']").wait_for()
+
+    # The agent's reply never reaches the widget live; the next ack shows the hole.
+    agent.fill("#composer-input", "lost for the visitor")
+    agent.press("#composer-input", "Enter")
+    agent.locator(".msg-agent[data-seq='2']").wait_for()
+    visitor.fill(".gofly-input", "lost for the agent")
+    visitor.press(".gofly-input", "Enter")
+    visitor.locator(".gofly-msg-agent[data-seq='2']").wait_for()
+
+    # The visitor's message never reaches the dashboard live; the next one shows the hole.
+    visitor.fill(".gofly-input", "are you there?")
+    visitor.press(".gofly-input", "Enter")
+    agent.locator(".msg-visitor[data-seq='4']").wait_for()
+    assert "lost for the agent" in agent.locator(".msg[data-seq='3']").inner_text()

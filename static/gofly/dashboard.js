@@ -19,6 +19,8 @@
     view: "waiting",
     conversations: new Map(),   // id -> summary
     messages: new Map(),        // id -> Map(seq -> frame)
+    upTo: new Map(),            // id -> every seq up to this one is held
+    resuming: new Set(),        // ids with a resume under way
     selected: null,
     pending: new Map(),         // client_id -> {conversation, body, attachment, uploading, error}
     known: new Set(),           // conversation ids seen, to notify only on new ones
@@ -39,6 +41,7 @@
     socket.onmessage = function (event) { handle(JSON.parse(event.data)); };
     socket.onclose = function (event) {
       state.socket = null;
+      state.resuming.clear();  // their `resumed` will not come on this socket
       if (event.code === 4401) { location.href = "/accounts/login/?next=/dashboard/"; return; }
       showConnection(T.reconnecting);
       // Exponential backoff with full jitter so a restarted server is not hit by every tab
@@ -135,7 +138,7 @@
       var summary = state.conversations.get(frame.conversation);
       if (summary) { summary.unread = 0; renderList(); }
     },
-    resumed: function () {},
+    resumed: function (frame) { state.resuming.delete(frame.conversation); },
     pong: function () {},
   };
 
@@ -226,21 +229,30 @@
     $("composer-input").focus();
   }
 
+  // Ask for what follows the last seq up to which nothing is missing. A conversation known only
+  // from live frames holds no history yet, so that is 0 and its whole history is fetched.
   function resume(id) {
-    var held = state.messages.get(id);
-    var after = 0;
-    if (held) { held.forEach(function (_frame, seq) { after = Math.max(after, seq); }); }
-    send({type: "resume", conversation: id, after_seq: after});
+    if (state.resuming.has(id)) { return; }
+    if (send({type: "resume", conversation: id, after_seq: state.upTo.get(id) || 0})) {
+      state.resuming.add(id);
+    }
   }
 
   function addMessage(frame) {
-    if (!state.messages.has(frame.conversation)) {
-      state.messages.set(frame.conversation, new Map());
-    }
-    var held = state.messages.get(frame.conversation);
+    var id = frame.conversation;
+    if (!state.messages.has(id)) { state.messages.set(id, new Map()); }
+    var held = state.messages.get(id);
     if (held.has(frame.seq)) { return; }
     held.set(frame.seq, frame);
-    if (frame.conversation === state.selected) { renderMessages(); }
+    var upTo = state.upTo.get(id) || 0;
+    while (held.has(upTo + 1)) { upTo++; }
+    state.upTo.set(id, upTo);
+    if (id === state.selected) {
+      renderMessages();
+      // Seqs have no gaps: a hole means a live frame was lost on the way (say, while the
+      // server's Redis was down), so fetch what is missing now rather than at a reconnect.
+      if (upTo < frame.seq) { resume(id); }
+    }
   }
 
   function renderMessages() {

@@ -71,6 +71,7 @@
   let pingTimer = 0;
   let conversation = null;
   let lastSeq = 0;
+  let upTo = 0; // every seq up to this one is shown; a resume asks for what follows it
   let seen = new Set(); // seqs of the current conversation already shown
   let resumedOnce = false; // unread counting starts after the first history replay
   let replaying = false; // between `resume` and `resumed`: one read frame at the end, not many
@@ -240,7 +241,7 @@
     pingTimer = setInterval(() => send({ type: "ping" }), PING_MS);
     if (frame.conversation) {
       useConversation(frame.conversation.id);
-      replaying = send({ type: "resume", conversation: conversation, after_seq: lastSeq });
+      replaying = send({ type: "resume", conversation: conversation, after_seq: upTo });
     } else {
       resumedOnce = true;
     }
@@ -262,6 +263,7 @@
     }
     conversation = id;
     lastSeq = 0;
+    upTo = 0;
     readSent = 0;
     seen = new Set();
   }
@@ -269,6 +271,15 @@
   function remember(seq) {
     seen.add(seq);
     lastSeq = Math.max(lastSeq, seq);
+    while (seen.has(upTo + 1)) upTo++;
+  }
+
+  // Seqs have no gaps, so a hole means a live frame was lost on the way (say, while the
+  // server's Redis was down): fetch what is missing instead of waiting for a reconnect.
+  function fillHoles() {
+    if (!replaying && conversation !== null && upTo < lastSeq) {
+      replaying = send({ type: "resume", conversation: conversation, after_seq: upTo });
+    }
   }
 
   function onMessage(message) {
@@ -285,6 +296,7 @@
       place(messageRow(message), message.seq);
     }
     if (!mine) onAgentMessage();
+    fillHoles();
   }
 
   function onAck(ack) {
@@ -296,6 +308,7 @@
     if (seen.has(ack.seq)) return pending.remove();
     remember(ack.seq);
     deliver(pending, ack.seq);
+    fillHoles();
   }
 
   function onError(frame) {
