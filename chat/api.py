@@ -51,14 +51,18 @@ def _ws_url(request: HttpRequest, token: str) -> str:
     return f"{base}/ws/visitor/?token={token}"
 
 
-class WidgetSessionView(APIView):
-    """`POST /api/widget/v1/sessions`: start or continue a visitor, answer a socket token."""
+class PublicWidgetView(APIView):
+    """An endpoint the widget calls from customers' pages: no session, CORS preflight allowed."""
 
     authentication_classes: list = []
     permission_classes = [AllowAny]
 
     def options(self, request: Request, *args: Any, **kwargs: Any) -> HttpResponse:
         return _cors(HttpResponse(status=204), request)
+
+
+class WidgetSessionView(PublicWidgetView):
+    """`POST /api/widget/v1/sessions`: start or continue a visitor, answer a socket token."""
 
     def post(self, request: Request) -> Response:
         try:
@@ -132,14 +136,8 @@ def _visitor_claim(request: HttpRequest) -> VisitorClaim:
     return claim
 
 
-class WidgetUploadView(APIView):
+class WidgetUploadView(PublicWidgetView):
     """`POST /api/widget/v1/uploads` (multipart, field `file`) with the visitor's token."""
-
-    authentication_classes: list = []
-    permission_classes = [AllowAny]
-
-    def options(self, request: Request, *args: Any, **kwargs: Any) -> HttpResponse:
-        return _cors(HttpResponse(status=204), request)
 
     def post(self, request: Request) -> Response:
         try:
