@@ -403,13 +403,24 @@ def post_agent_message(
         return _posted(message, conversation, created, changed)
 
 
-def messages_after(conversation_id: int, after_seq: int, limit: int) -> list[dict[str, Any]]:
+def history_queryset(conversation: Conversation, after_seq: int) -> QuerySet[Message]:
+    """A conversation's messages after `after_seq`, in order.
+
+    No message is older than its conversation, and saying so lets PostgreSQL skip the monthly
+    partitions from before the conversation began (docs/architecture.md shows the plan).
+    """
+    return Message.objects.filter(
+        conversation_id=conversation.pk,
+        created_at__gte=conversation.created_at,
+        seq__gt=after_seq,
+    ).order_by("seq")
+
+
+def messages_after(conversation: Conversation, after_seq: int, limit: int) -> list[dict[str, Any]]:
     """Frames for up to `limit` messages with seq > after_seq, oldest first."""
-    messages = (
-        Message.objects.filter(conversation_id=conversation_id, seq__gt=after_seq)
-        .select_related("attachment", "sender_user__agent", "conversation__visitor")
-        .order_by("seq")[:limit]
-    )
+    messages = history_queryset(conversation, after_seq).select_related(
+        "attachment", "sender_user__agent", "conversation__visitor"
+    )[:limit]
     return [message_frame(m, _sender_name(m)) for m in messages]
 
 

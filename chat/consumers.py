@@ -20,7 +20,7 @@ from django.db import Error as DatabaseError
 
 from chat import actions, delivery, errors, protocol
 from chat.errors import GoflyError
-from chat.models import Site, Visitor
+from chat.models import Conversation, Site, Visitor
 from chat.tokens import read_visitor_token
 
 logger = logging.getLogger(__name__)
@@ -131,11 +131,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def frame_ping(self, frame: dict) -> None:
         await self.send_frame({"type": "pong"})
 
-    async def send_history(self, conversation_id: int, after_seq: int) -> None:
+    async def send_history(self, conversation: Conversation, after_seq: int) -> None:
         page = int(settings.GOFLY["messages"]["history_page_size"])
         last = after_seq
         while True:
-            frames = await db(actions.messages_after)(conversation_id, last, page)
+            frames = await db(actions.messages_after)(conversation, last, page)
             for item in frames:
                 await self.send_frame(item)
             if frames:
@@ -143,7 +143,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             if len(frames) < page:
                 break
         await self.send_frame(
-            {"type": "resumed", "conversation": conversation_id, "last_seq": last}
+            {"type": "resumed", "conversation": conversation.pk, "last_seq": last}
         )
 
 
@@ -205,7 +205,7 @@ class VisitorConsumer(ChatConsumer):
         conversation = await db(actions.check_visitor_conversation)(
             self.visitor_id, frame.get("conversation")
         )
-        await self.send_history(conversation.pk, after)
+        await self.send_history(conversation, after)
 
     async def frame_typing(self, frame: dict) -> None:
         active, preview = protocol.typing_of(frame, self.typing_preview)
@@ -305,7 +305,7 @@ class AgentConsumer(ChatConsumer):
         conversation = await db(actions.check_agent_conversation)(
             self.user, frame.get("conversation")
         )
-        await self.send_history(conversation.pk, after)
+        await self.send_history(conversation, after)
 
     async def frame_typing(self, frame: dict) -> None:
         active, _preview = protocol.typing_of(frame, allow_preview=False)

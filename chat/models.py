@@ -1,7 +1,7 @@
 """Sites, visitors, conversations and their messages.
 
-The message table is shaped for monthly range partitioning on PostgreSQL: its primary key in
-the database is `(id, created_at)` (see migration 0002) and no foreign key points into it.
+On PostgreSQL the message table is range-partitioned by month (migrations 0002 and 0003): its
+primary key in the database is `(id, created_at)` and no foreign key points into it.
 Read positions and replies therefore refer to messages by `seq`, never by a foreign key.
 """
 
@@ -175,9 +175,9 @@ class Message(models.Model):
     client_id = models.CharField(max_length=64)
 
     class Meta:
-        # TODO(gofly): once issue 3 partitions this table, unique constraints must include
-        # created_at; seq and client_id stay unique through the conversation row lock that
-        # chat.actions takes before every insert, so these constraints are a second guard.
+        # Enforced on SQLite only: on PostgreSQL the table is partitioned by month (migration
+        # 0003) and these are plain indexes there. seq and client_id stay unique through the
+        # conversation row lock chat.actions takes before every insert.
         constraints = [
             models.UniqueConstraint(fields=["conversation", "seq"], name="message_seq_unique"),
             models.UniqueConstraint(

@@ -3,7 +3,10 @@
 from celery import shared_task
 from celery.utils.log import get_task_logger
 from django.contrib.sessions.models import Session
+from django.db import connection
 from django.utils import timezone
+
+from chat import partitions
 
 logger = get_task_logger(__name__)
 
@@ -14,3 +17,14 @@ def clear_expired_sessions() -> int:
     deleted, _ = Session.objects.filter(expire_date__lt=timezone.now()).delete()
     logger.info("sessions.cleared", extra={"deleted": deleted})
     return deleted
+
+
+@shared_task(name="chat.tasks.ensure_message_partitions")
+def ensure_message_partitions() -> list[str]:
+    """Create this month's and next month's message partitions if missing; idempotent.
+
+    Runs daily, so next month's partition exists weeks before its first row; nothing on SQLite.
+    """
+    created = partitions.ensure_partitions(connection)
+    logger.info("partitions.ensured", extra={"partitions_created": created})
+    return created

@@ -17,6 +17,7 @@ app.autodiscover_tasks()
 # name -> (dotted task path, interval in seconds). Beat and the embedded scheduler read this.
 PERIODIC_TASKS = {
     "clear-expired-sessions": ("chat.tasks.clear_expired_sessions", 6 * 3600),
+    "ensure-message-partitions": ("chat.tasks.ensure_message_partitions", 24 * 3600),
 }
 
 app.conf.beat_schedule = {

@@ -36,7 +36,10 @@ def test_scheduler_runs_due_tasks_then_waits_for_their_interval():
     )
     next_run: dict[str, float] = {}
 
-    assert scheduler.run_due(next_run, now=1000.0) == ["clear-expired-sessions"]
+    assert scheduler.run_due(next_run, now=1000.0) == [
+        "clear-expired-sessions",
+        "ensure-message-partitions",
+    ]
     assert list(Session.objects.values_list("session_key", flat=True)) == [live.session_key]
     expired_session()
     assert scheduler.run_due(next_run, now=1001.0) == []
