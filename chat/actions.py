@@ -21,7 +21,7 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from chat import errors
+from chat import errors, outbox
 from chat.errors import ErrorCode, GoflyError
 from chat.models import Conversation, Message, Site, Upload, Visitor
 from chat.tokens import issue_visitor_token
@@ -39,17 +39,22 @@ class VisitorSession:
 
 
 @dataclass(frozen=True)
+class Recorded:
+    """The outbox row written with a change, and what it sends: relay it after the commit."""
+
+    outbox_id: int
+    sends: list[outbox.Send]
+
+
+@dataclass(frozen=True)
 class PostedMessage:
-    """A stored message and the facts needed to fan it out after commit."""
+    """A stored message and what to relay once the transaction has committed."""
 
     frame: dict[str, Any]
     conversation_id: int
-    site_id: int
-    visitor_id: int
     assignee_id: int | None
-    created: bool
-    # The conversation's new summary when the message created, assigned or reopened it.
-    summary: dict[str, Any] | None
+    # None for a repeated client_id: the first send already recorded the fan-out.
+    recorded: Recorded | None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -286,15 +291,29 @@ def _store_message(
 def _posted(
     message: Message, conversation: Conversation, created: bool, changed: bool
 ) -> PostedMessage:
-    """Build what the caller publishes after commit; conversation.visitor must be loaded."""
+    """Record the fan-out in the outbox, inside the caller's transaction.
+
+    conversation.visitor must be loaded.
+    """
+    frame = message_frame(message, _sender_name(message))
+    recorded = None
+    if created:
+        sends = outbox.message_sends(
+            frame,
+            site_id=conversation.site_id,
+            visitor_id=conversation.visitor_id,
+            assignee_id=conversation.assignee_id,
+        )
+        if changed:
+            sends += outbox.conversation_sends(
+                conversation.site_id, conversation.visitor_id, conversation_summary(conversation)
+            )
+        recorded = Recorded(outbox.record(sends), sends)
     return PostedMessage(
-        frame=message_frame(message, _sender_name(message)),
+        frame=frame,
         conversation_id=conversation.pk,
-        site_id=conversation.site_id,
-        visitor_id=conversation.visitor_id,
         assignee_id=conversation.assignee_id,
-        created=created,
-        summary=conversation_summary(conversation) if changed else None,
+        recorded=recorded,
     )
 
 
@@ -494,19 +513,26 @@ def conversation_detail(conversation: Conversation) -> dict[str, Any]:
     return summary
 
 
-def set_conversation_status(
-    user: AbstractBaseUser, conversation_id: Any, status: Any
-) -> Conversation:
+def set_conversation_status(user: AbstractBaseUser, conversation_id: Any, status: Any) -> Recorded:
+    """Change a conversation's status and record the notice to its agents and visitor."""
     if status not in Conversation.Status.values:
         raise errors.invalid(_("The field 'status' must be open, pending or resolved."))
     with transaction.atomic():
         visible = check_agent_conversation(user, conversation_id)
-        conversation = Conversation.objects.select_for_update().get(pk=visible.pk)
+        conversation = (
+            Conversation.objects.select_for_update(of=("self",))
+            .select_related("visitor", "assignee__agent")
+            .get(pk=visible.pk)
+        )
         conversation.status = status
         conversation.resolved_at = timezone.now() if status == "resolved" else None
         conversation.save(update_fields=["status", "resolved_at"])
+        sends = outbox.conversation_sends(
+            conversation.site_id, conversation.visitor_id, conversation_summary(conversation)
+        )
+        recorded = Recorded(outbox.record(sends), sends)
     logger.info("conversation.status", extra={"conversation": conversation.pk, "status": status})
-    return Conversation.objects.select_related("visitor", "assignee__agent").get(pk=conversation.pk)
+    return recorded
 
 
 def mark_read_by_agent(user: AbstractBaseUser, conversation_id: Any, seq: Any) -> Conversation:

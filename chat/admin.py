@@ -1,6 +1,8 @@
 from django.contrib import admin
+from django.utils.translation import gettext_lazy as _
 
-from chat.models import Conversation, Message, Site, Upload, Visitor
+from chat import outbox
+from chat.models import Conversation, Message, OutboxEvent, Site, Upload, Visitor
 
 
 @admin.register(Site)
@@ -80,3 +82,26 @@ class UploadAdmin(admin.ModelAdmin):
     list_filter = ["content_type", "site"]
     search_fields = ["original_name"]
     raw_id_fields = ["conversation", "visitor", "agent_user"]
+
+
+@admin.register(OutboxEvent)
+class OutboxEventAdmin(admin.ModelAdmin):
+    list_display = [
+        "id",
+        "status",
+        "attempts",
+        "created_at",
+        "next_attempt_at",
+        "done_at",
+        "last_error",
+    ]
+    list_filter = ["status"]
+    search_fields = ["last_error"]
+    readonly_fields = ["created_at", "sends", "attempts", "last_error", "done_at"]
+    date_hierarchy = "created_at"
+    actions = ["retry_now"]
+
+    @admin.action(description=_("Retry the selected deliveries now"))
+    def retry_now(self, request, queryset):
+        count = outbox.retry_now(list(queryset.values_list("pk", flat=True)))
+        self.message_user(request, _("%(count)d deliveries will be retried.") % {"count": count})

@@ -114,9 +114,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
         Others are served first: if the sender's socket has closed meanwhile, the ack fails,
         and the message must still reach everyone else live.
         """
-        await delivery.deliver_message(posted)
-        if posted.summary is not None:
-            await delivery.deliver_conversation(posted.site_id, posted.visitor_id, posted.summary)
+        if posted.recorded is not None:
+            await delivery.relay(posted.recorded.outbox_id, posted.recorded.sends)
         frame = posted.frame
         await self.send_frame(
             {
@@ -337,11 +336,10 @@ class AgentConsumer(ChatConsumer):
         )
 
     async def frame_status(self, frame: dict) -> None:
-        conversation = await db(actions.set_conversation_status)(
+        recorded = await db(actions.set_conversation_status)(
             self.user, frame.get("conversation"), frame.get("status")
         )
-        summary = await db(actions.conversation_summary)(conversation)
-        await delivery.deliver_conversation(conversation.site_id, conversation.visitor_id, summary)
+        await delivery.relay(recorded.outbox_id, recorded.sends)
 
     # Channel-layer events ---------------------------------------------------------------------
 

@@ -1,10 +1,8 @@
-"""Fan-out of committed changes to the sockets that may see them, through the channel layer.
+"""Sending to the sockets that may see a change, through the channel layer.
 
-Only this module sends to groups. It is called after the database transaction has committed,
-so no socket ever sees a message that was rolled back. The channel layer is best effort: a
-socket that misses an event catches up with `resume`, which reads from the database.
-TODO(gofly): issue 3 replaces these direct sends with outbox rows relayed and retried, so an
-event lost while Redis is down is delivered once it returns without waiting for a resume.
+Only this module sends to groups. Durable changes go through the outbox (`chat.outbox`): the
+consumer that stored them calls `relay` after the commit, and `relay_due` retries whatever is
+still pending. Typing and read notices are ephemeral and sent directly, best effort.
 """
 
 from __future__ import annotations
@@ -12,57 +10,69 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 
-from chat.actions import PostedMessage
+from chat import outbox
+from chat.outbox import Send, site_agents_group, visitor_group
 
 logger = logging.getLogger(__name__)
 
+__all__ = [
+    "relay",
+    "relay_due",
+    "deliver_typing",
+    "deliver_read",
+    "site_agents_group",
+    "visitor_group",
+]
 
-def visitor_group(visitor_id: int) -> str:
-    return f"visitor.{visitor_id}"
 
-
-def site_agents_group(site_id: int) -> str:
-    return f"site.{site_id}.agents"
-
-
-async def _send(group: str, event: dict[str, Any]) -> bool:
+async def _send_all(sends: list[Send]) -> str | None:
+    """Send each (group, event); return the first error as text, or None when all went out."""
     layer = get_channel_layer()
+    for group, event in sends:
+        try:
+            await layer.group_send(group, event)
+        except Exception as exc:
+            logger.warning("delivery.group_send_failed", extra={"group": group}, exc_info=True)
+            return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+async def relay(event_id: int, sends: list[Send]) -> bool:
+    """Deliver one outbox row right after its commit; on failure leave it to the retry job.
+
+    Never raises for a delivery problem: the change is stored, and the sender must get its ack.
+    """
+    error = await _send_all(sends)
     try:
-        await layer.group_send(group, event)
+        if error is None:
+            await database_sync_to_async(outbox.mark_done, thread_sensitive=False)(event_id)
+        else:
+            await database_sync_to_async(outbox.mark_retry, thread_sensitive=False)(event_id, error)
     except Exception:
-        # The message is already committed and acked; a failed fan-out only delays it until
-        # the receiver resumes, so it must not turn into an error for the sender.
-        logger.exception("delivery.group_send_failed", extra={"group": group})
-        return False
-    return True
+        # The row stays pending and the retry job sends it again: at least once.
+        logger.exception("delivery.outbox_update_failed", extra={"outbox": event_id})
+    return error is None
 
 
-async def deliver_message(posted: PostedMessage) -> None:
-    """Send a newly stored message to its visitor's sockets and its site's agents."""
-    if not posted.created:
-        return
-    event = {"type": "chat.message", "frame": posted.frame, "assignee": posted.assignee_id}
-    await _send(visitor_group(posted.visitor_id), event)
-    await _send(site_agents_group(posted.site_id), event)
+async def relay_due() -> dict[str, int]:
+    """One retry run: send every outbox row whose time has come. Returns counts."""
+    claimed = await database_sync_to_async(outbox.claim_due, thread_sensitive=False)()
+    counts = {"claimed": len(claimed), "delivered": 0, "failed": 0}
+    for event_id, sends in claimed:
+        if await relay(event_id, sends):
+            counts["delivered"] += 1
+        else:
+            counts["failed"] += 1
+    if claimed:
+        logger.info("outbox.retried", extra=counts)
+    return counts
 
 
-async def deliver_conversation(site_id: int, visitor_id: int, summary: dict[str, Any]) -> None:
-    """Tell agents (and the visitor, in short) that a conversation's state changed."""
-    assignee = summary["assignee"]["id"] if summary["assignee"] else None
-    await _send(
-        site_agents_group(site_id),
-        {"type": "chat.conversation", "summary": summary, "assignee": assignee},
-    )
-    await _send(
-        visitor_group(visitor_id),
-        {
-            "type": "chat.conversation",
-            "summary": {"id": summary["id"], "status": summary["status"]},
-            "assignee": assignee,
-        },
-    )
+async def _send(group: str, event: dict[str, Any]) -> None:
+    await _send_all([(group, event)])
 
 
 async def deliver_typing(group: str, frame: dict[str, Any], assignee: int | None) -> None:

@@ -187,3 +187,30 @@ class Message(models.Model):
 
     def __str__(self) -> str:
         return f"{self.conversation_id}:{self.seq}"
+
+
+class OutboxEvent(models.Model):
+    """An effect of a stored change outside its own row, written in the same transaction.
+
+    Today every row is a fan-out to channel-layer groups (`sends`: a list of [group, event]).
+    A relay delivers it right after the commit; a periodic job retries what is still pending.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending", _("Pending")
+        DONE = "done", _("Done")
+        FAILED = "failed", _("Failed")
+
+    created_at = models.DateTimeField(default=timezone.now)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    sends = models.JSONField()
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(default=timezone.now)
+    last_error = models.TextField(blank=True)
+    done_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["status", "next_attempt_at"])]
+
+    def __str__(self) -> str:
+        return f"outbox #{self.pk} ({self.status})"

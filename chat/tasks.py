@@ -1,12 +1,13 @@
 """Periodic and background tasks of the chat app."""
 
+from asgiref.sync import async_to_sync
 from celery import shared_task
 from celery.utils.log import get_task_logger
 from django.contrib.sessions.models import Session
 from django.db import connection
 from django.utils import timezone
 
-from chat import partitions
+from chat import delivery, outbox, partitions
 
 logger = get_task_logger(__name__)
 
@@ -28,3 +29,17 @@ def ensure_message_partitions() -> list[str]:
     created = partitions.ensure_partitions(connection)
     logger.info("partitions.ensured", extra={"partitions_created": created})
     return created
+
+
+@shared_task(name="chat.tasks.relay_outbox", acks_late=True)
+def relay_outbox() -> dict[str, int]:
+    """Send the outbox rows the relay after commit could not; at least once, so idempotent."""
+    return async_to_sync(delivery.relay_due)()
+
+
+@shared_task(name="chat.tasks.clear_outbox")
+def clear_outbox() -> int:
+    """Delete outbox rows delivered longer ago than outbox.keep_done_hours."""
+    deleted = outbox.clear_done()
+    logger.info("outbox.cleared", extra={"deleted": deleted})
+    return deleted

@@ -18,7 +18,13 @@ app.autodiscover_tasks()
 PERIODIC_TASKS = {
     "clear-expired-sessions": ("chat.tasks.clear_expired_sessions", 6 * 3600),
     "ensure-message-partitions": ("chat.tasks.ensure_message_partitions", 24 * 3600),
+    "relay-outbox": ("chat.tasks.relay_outbox", 5),
+    "clear-outbox": ("chat.tasks.clear_outbox", 3600),
 }
+
+# Tasks that send through the channel layer. The embedded scheduler runs these coroutines on
+# the server's own event loop: the in-memory layer lives there and cannot be used from another.
+IN_SERVER_LOOP = {"relay-outbox": "chat.delivery.relay_due"}
 
 app.conf.beat_schedule = {
     name: {"task": task, "schedule": float(interval)}

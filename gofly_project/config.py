@@ -49,6 +49,14 @@ DEFAULTS: dict[str, Any] = {
             "text/plain",
         ],
     },
+    "outbox": {
+        "retry_after_seconds": 5,
+        "max_attempts": 10,
+        "backoff_base_seconds": 2.0,
+        "backoff_max_seconds": 600.0,
+        "batch_size": 100,
+        "keep_done_hours": 24,
+    },
     "archive": {"after_months": 3, "hour": 3, "mode": "schema", "directory": ""},
 }
 

@@ -22,7 +22,11 @@ class Command(BaseCommand):
 
     def handle(self, *args, host: str, port: int, no_scheduler: bool, **options) -> None:
         if settings.GOFLY_MODE == "embedded" and not no_scheduler:
-            scheduler.start()
+            # daphne's event loop, created when daphne.server is imported; the scheduler hands
+            # it the jobs that must use the in-memory channel layer living on it.
+            from daphne.server import twisted_loop
+
+            scheduler.start(server_loop=twisted_loop)
         base = f"http://{host}:{port}"
         self.stdout.write(
             f"gofly is serving on {base}\n"
