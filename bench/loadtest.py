@@ -339,45 +339,12 @@ class Run:
 
     # Readers -----------------------------------------------------------------------------------
 
-    async def visitor_reader(self, sock: Socket) -> None:
-        ws = sock.ws
-        try:
-            async for raw in ws:
-                now = time.perf_counter_ns()
-                try:
-                    frame = json.loads(raw)
-                    kind = frame.get("type")
-                except (ValueError, AttributeError):
-                    self.errors["visitor_bad_frame"] += 1
-                    continue
-                self.frames[f"visitor:{kind}"] += 1
-                if kind in ("ack", "message") and not self.measuring:
-                    continue
-                if kind == "ack":
-                    cid = frame.get("client_id")
-                    sent = self.sent_at.get(cid)
-                    if sent is None:
-                        self.errors["ack_unknown_client_id"] += 1
-                    elif cid in self.acked:
-                        self.duplicate_acks += 1
-                    else:
-                        self.acked.add(cid)
-                        self.ack_ns.append(now - sent)
-                elif kind == "error":
-                    self.errors[f"visitor_error_frame:{frame.get('code')}"] += 1
-                    if self.errors[f"visitor_error_frame:{frame.get('code')}"] <= 3:
-                        log(f"visitor {sock.index} error frame: {frame}")
-        except ConnectionClosed:
-            pass
-        except Exception as exc:  # a reader must never take the run down
-            self.errors[f"visitor_reader:{type(exc).__name__}"] += 1
-        if not self.closing:
-            self.errors[f"visitor_closed:{_close_code(ws)}"] += 1
+    async def _read(self, sock: Socket, role: str, handle: Any) -> None:
+        """Feed `handle(frame, kind, now_ns)` every measured frame until the socket closes.
 
-    async def agent_reader(self, sock: Socket, position: int) -> None:
+        Counts frames by type and bad frames; a reader never takes the run down.
+        """
         ws = sock.ws
-        seen: set[str] = set()
-        first = position == 0
         try:
             async for raw in ws:
                 now = time.perf_counter_ns()
@@ -385,33 +352,59 @@ class Run:
                     frame = json.loads(raw)
                     kind = frame.get("type")
                 except (ValueError, AttributeError):
-                    self.errors["agent_bad_frame"] += 1
+                    self.errors[f"{role}_bad_frame"] += 1
                     continue
-                self.frames[f"agent:{kind}"] += 1
+                self.frames[f"{role}:{kind}"] += 1
                 if kind in ("ack", "message") and not self.measuring:
                     continue
-                if kind == "message":
-                    cid = frame.get("client_id")
-                    sent = self.sent_at.get(cid)
-                    if sent is None:
-                        continue  # not ours (another client of the same site)
-                    if cid in seen:
-                        self.duplicate_forwards += 1
-                        continue
-                    seen.add(cid)
-                    self.forward_counts[position] += 1
-                    self.forward_all_ns.append(now - sent)
-                    if first:
-                        self.forwarded_first.add(cid)
-                        self.forward_first_ns.append(now - sent)
-                elif kind == "error":
-                    self.errors[f"agent_error_frame:{frame.get('code')}"] += 1
+                if kind == "error":
+                    self.errors[f"{role}_error_frame:{frame.get('code')}"] += 1
+                handle(frame, kind, now)
         except ConnectionClosed:
             pass
         except Exception as exc:
-            self.errors[f"agent_reader:{type(exc).__name__}"] += 1
+            self.errors[f"{role}_reader:{type(exc).__name__}"] += 1
         if not self.closing:
-            self.errors[f"agent_closed:{_close_code(ws)}"] += 1
+            self.errors[f"{role}_closed:{_close_code(ws)}"] += 1
+
+    async def visitor_reader(self, sock: Socket) -> None:
+        def handle(frame: dict, kind: str, now: int) -> None:
+            if kind == "ack":
+                cid = frame.get("client_id")
+                sent = self.sent_at.get(cid)
+                if sent is None:
+                    self.errors["ack_unknown_client_id"] += 1
+                elif cid in self.acked:
+                    self.duplicate_acks += 1
+                else:
+                    self.acked.add(cid)
+                    self.ack_ns.append(now - sent)
+            elif kind == "error" and self.errors[f"visitor_error_frame:{frame.get('code')}"] <= 3:
+                log(f"visitor {sock.index} error frame: {frame}")
+
+        await self._read(sock, "visitor", handle)
+
+    async def agent_reader(self, sock: Socket, position: int) -> None:
+        seen: set[str] = set()
+
+        def handle(frame: dict, kind: str, now: int) -> None:
+            if kind != "message":
+                return
+            cid = frame.get("client_id")
+            sent = self.sent_at.get(cid)
+            if sent is None:
+                return  # not ours (another client of the same site)
+            if cid in seen:
+                self.duplicate_forwards += 1
+                return
+            seen.add(cid)
+            self.forward_counts[position] += 1
+            self.forward_all_ns.append(now - sent)
+            if position == 0:
+                self.forwarded_first.add(cid)
+                self.forward_first_ns.append(now - sent)
+
+        await self._read(sock, "agent", handle)
 
 
 def _close_code(ws: ClientConnection) -> str:
