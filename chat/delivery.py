@@ -8,6 +8,7 @@ still pending. Typing and read notices are ephemeral and sent directly, best eff
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from channels.db import database_sync_to_async
@@ -17,6 +18,12 @@ from chat import outbox
 from chat.outbox import Send, site_agents_group, visitor_group
 
 logger = logging.getLogger(__name__)
+
+# After the channel layer has failed, a PUBLISH can succeed before this process's subscriptions
+# are back (measured: the first seconds after a Redis restart reached nobody). Rows relayed in
+# that window are sent again by the retry job until it has passed; receivers drop repeats.
+SETTLE_SECONDS = 30.0
+_last_failure = float("-inf")
 
 __all__ = [
     "relay",
@@ -30,14 +37,21 @@ __all__ = [
 
 async def _send_all(sends: list[Send]) -> str | None:
     """Send each (group, event); return the first error as text, or None when all went out."""
+    global _last_failure
     layer = get_channel_layer()
     for group, event in sends:
         try:
             await layer.group_send(group, event)
         except Exception as exc:
+            _last_failure = time.monotonic()
             logger.warning("delivery.group_send_failed", extra={"group": group}, exc_info=True)
             return f"{type(exc).__name__}: {exc}"
     return None
+
+
+def settling() -> bool:
+    """Whether the layer failed recently enough that a successful send may have reached no one."""
+    return time.monotonic() - _last_failure < SETTLE_SECONDS
 
 
 async def relay(event_id: int, sends: list[Send]) -> bool:
@@ -47,7 +61,9 @@ async def relay(event_id: int, sends: list[Send]) -> bool:
     """
     error = await _send_all(sends)
     try:
-        if error is None:
+        if error is None and settling():
+            await database_sync_to_async(outbox.defer, thread_sensitive=False)(event_id)
+        elif error is None:
             await database_sync_to_async(outbox.mark_done, thread_sensitive=False)(event_id)
         else:
             await database_sync_to_async(outbox.mark_retry, thread_sensitive=False)(event_id, error)

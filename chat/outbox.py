@@ -73,6 +73,16 @@ def mark_done(event_id: int) -> None:
     )
 
 
+def defer(event_id: int) -> None:
+    """Keep a row that was sent pending, for the retry job to send it once more.
+
+    Used right after the channel layer recovered, when a send may have reached no subscriber.
+    """
+    OutboxEvent.objects.filter(pk=event_id, status=OutboxEvent.Status.PENDING).update(
+        next_attempt_at=timezone.now()
+    )
+
+
 def backoff_seconds(attempts: int) -> float:
     """Delay before the next try after `attempts` failures: doubling, capped, with jitter.
 

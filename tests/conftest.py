@@ -47,6 +47,14 @@ def require_redis() -> str:
     return REDIS_URL
 
 
+@pytest.fixture(autouse=True)
+def _layer_settled(monkeypatch):
+    """Each test starts with no channel-layer failure remembered from another test."""
+    from chat import delivery
+
+    monkeypatch.setattr(delivery, "_last_failure", float("-inf"))
+
+
 @pytest.fixture(params=["memory", "redis"])
 def channel_layer(request, settings):
     """Run the test on the in-memory layer and on the Redis pub/sub layer."""

@@ -86,8 +86,9 @@ def _drop_database(name: str) -> None:
 class ServerProcess:
     """A real gofly server (daphne) on its own database, which a test can stop and restart."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, scheduler: bool = False) -> None:
         self.tmp = tmp
+        self.scheduler = scheduler
         url, self.pg_name = _fresh_database_url(tmp)
         self.env = {
             **os.environ,
@@ -110,8 +111,9 @@ class ServerProcess:
 
     def start(self) -> None:
         log = open(self.tmp / "server.log", "a")
+        options = [] if self.scheduler else ["--no-scheduler"]
         self.process = subprocess.Popen(
-            [*self.manage, "gofly_serve", "--port", str(self.port), "--no-scheduler"],
+            [*self.manage, "gofly_serve", "--port", str(self.port), *options],
             env=self.env,
             cwd=ROOT,
             stdout=log,
