@@ -95,6 +95,17 @@ def cpu_seconds_self() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def _proc_stat(pid: int) -> list[str] | None:
+    """Fields of /proc/<pid>/stat after the command name, or None if the process is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read().decode("latin-1")
+    except OSError:
+        return None
+    # The command name is in parentheses and may contain spaces: split after the last ')'.
+    return stat[stat.rfind(")") + 2 :].split()
+
+
 def _proc_children(pid: int) -> list[int]:
     """Every descendant of `pid` (scans /proc; bounded by the number of processes)."""
     parents: dict[int, list[int]] = {}
@@ -105,13 +116,9 @@ def _proc_children(pid: int) -> list[int]:
     for entry in entries:
         if not entry.isdigit():
             continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as fh:
-                stat = fh.read().decode("latin-1")
-        except OSError:
+        fields = _proc_stat(int(entry))
+        if fields is None:
             continue
-        # The command name is in parentheses and may contain spaces: split after the last ')'.
-        fields = stat[stat.rfind(")") + 2 :].split()
         parents.setdefault(int(fields[1]), []).append(int(entry))
     found: list[int] = []
     todo = [pid]
@@ -152,12 +159,9 @@ def server_cpu_seconds(pid: int | None) -> float | None:
     total = 0
     seen = False
     for one in [pid, *_proc_children(pid)]:
-        try:
-            with open(f"/proc/{one}/stat", "rb") as fh:
-                stat = fh.read().decode("latin-1")
-        except OSError:
+        fields = _proc_stat(one)
+        if fields is None:
             continue
-        fields = stat[stat.rfind(")") + 2 :].split()
         total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
         seen = True
     return total / ticks if seen else None

@@ -12,6 +12,7 @@ what makes a repeated `client_id` safe: every insert into one conversation is se
 from __future__ import annotations
 
 import logging
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -176,11 +177,12 @@ def check_upload(
 ) -> Upload | None:
     if upload_id is None:
         return None
-    upload = (
-        Upload.objects.filter(pk=str(upload_id), site_id=site_id).first()
-        if isinstance(upload_id, str)
-        else None
-    )
+    try:
+        # A malformed id is simply not an upload; the ORM would raise ValidationError on it.
+        upload_uuid = uuid.UUID(upload_id) if isinstance(upload_id, str) else None
+    except ValueError:
+        upload_uuid = None
+    upload = Upload.objects.filter(pk=upload_uuid, site_id=site_id).first() if upload_uuid else None
     owned = upload is not None and (
         (visitor_id is not None and upload.visitor_id == visitor_id)
         or (user_id is not None and upload.agent_user_id == user_id)

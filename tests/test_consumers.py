@@ -569,3 +569,18 @@ async def test_unexpected_failure_costs_one_frame_not_the_socket(site, monkeypat
     await visitor.send_json_to({"type": "ping"})
     assert await visitor.receive_json_from(timeout=TIMEOUT) == {"type": "pong"}
     await visitor.disconnect()
+
+
+async def test_malformed_attachment_id_is_not_found(site):
+    visitor, _ = await open_visitor(await visitor_token(site))
+    await visitor.send_json_to(
+        {"type": "message", "client_id": "f", "body": "", "attachment": "not-a-uuid"}
+    )
+    assert await visitor.receive_json_from(timeout=TIMEOUT) == {
+        "type": "error",
+        "code": "not_found",
+        "client_id": "f",
+        "detail": "That upload does not exist or is not yours.",
+    }
+    assert await database_sync_to_async(Message.objects.count)() == 0
+    await visitor.disconnect()
