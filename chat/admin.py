@@ -1,8 +1,23 @@
+from pathlib import Path
+
 from django.contrib import admin
+from django.http import FileResponse, Http404, HttpResponse
+from django.urls import path
+from django.utils import timezone
+from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
-from chat import outbox
-from chat.models import Conversation, Message, OutboxEvent, Site, Upload, Visitor
+from chat import exports, outbox
+from chat.models import (
+    ArchivedMessage,
+    ArchivedMonth,
+    Conversation,
+    Message,
+    OutboxEvent,
+    Site,
+    Upload,
+    Visitor,
+)
 
 
 @admin.register(Site)
@@ -33,6 +48,18 @@ class MessageInline(admin.TabularInline):
         return False
 
 
+class ArchivedMessageInline(MessageInline):
+    model = ArchivedMessage
+    verbose_name_plural = _("Archived messages")
+
+
+def _download(content: str, content_type: str, extension: str) -> HttpResponse:
+    response = HttpResponse(content, content_type=content_type)
+    stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
+    response["Content-Disposition"] = f'attachment; filename="conversations-{stamp}.{extension}"'
+    return response
+
+
 @admin.register(Conversation)
 class ConversationAdmin(admin.ModelAdmin):
     list_display = [
@@ -56,7 +83,18 @@ class ConversationAdmin(admin.ModelAdmin):
     ]
     raw_id_fields = ["visitor", "assignee"]
     date_hierarchy = "created_at"
-    inlines = [MessageInline]
+    inlines = [MessageInline, ArchivedMessageInline]
+    actions = ["export_json", "export_csv"]
+
+    @admin.action(description=_("Export the selected conversations as JSON"))
+    def export_json(self, request, queryset):
+        conversations = queryset.select_related("site", "visitor").order_by("pk")
+        return _download(exports.as_json(conversations), "application/json", "json")
+
+    @admin.action(description=_("Export the selected conversations as CSV"))
+    def export_csv(self, request, queryset):
+        conversations = queryset.select_related("site", "visitor").order_by("pk")
+        return _download(exports.as_csv(conversations), "text/csv; charset=utf-8", "csv")
 
 
 @admin.register(Message)
@@ -105,3 +143,54 @@ class OutboxEventAdmin(admin.ModelAdmin):
     def retry_now(self, request, queryset):
         count = outbox.retry_now(list(queryset.values_list("pk", flat=True)))
         self.message_user(request, _("%(count)d deliveries will be retried.") % {"count": count})
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """The archive is written only by the archive job."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(ArchivedMessage)
+class ArchivedMessageAdmin(ReadOnlyAdmin):
+    list_display = ["id", "conversation", "seq", "sender_kind", "body", "created_at"]
+    list_filter = ["sender_kind", "content_type"]
+    search_fields = ["body", "client_id"]
+    raw_id_fields = ["conversation", "sender_user", "attachment"]
+    date_hierarchy = "created_at"
+
+
+@admin.register(ArchivedMonth)
+class ArchivedMonthAdmin(ReadOnlyAdmin):
+    list_display = ["__str__", "mode", "rows", "location", "download", "archived_at"]
+    list_filter = ["mode"]
+
+    @admin.display(description=_("File"))
+    def download(self, obj: ArchivedMonth) -> str:
+        if obj.mode != ArchivedMonth.Mode.EXPORT:
+            return "-"
+        return format_html('<a href="{}/download/">{}</a>', obj.pk, _("Download"))
+
+    def get_urls(self):
+        view = self.admin_site.admin_view(self.download_view)
+        return [
+            path("<int:pk>/download/", view, name="chat_archivedmonth_download"),
+            *super().get_urls(),
+        ]
+
+    def download_view(self, request, pk: int):
+        if not self.has_view_permission(request):
+            raise Http404
+        month = ArchivedMonth.objects.filter(pk=pk, mode=ArchivedMonth.Mode.EXPORT).first()
+        if month is None or not Path(month.location).is_file():
+            raise Http404(_("That archive file does not exist."))
+        return FileResponse(
+            open(month.location, "rb"), as_attachment=True, filename=Path(month.location).name
+        )

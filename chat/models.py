@@ -214,3 +214,65 @@ class OutboxEvent(models.Model):
 
     def __str__(self) -> str:
         return f"outbox #{self.pk} ({self.status})"
+
+
+class ArchivedMessage(models.Model):
+    """A message moved out of the live table by the archive job (`chat.archive`).
+
+    Same columns as Message. On PostgreSQL this is a partitioned table whose monthly partitions
+    are the live table's old partitions, detached and moved into the `gofly_archive` schema
+    (migration 0005); on SQLite it is a plain table the job copies rows into.
+    """
+
+    id = models.BigIntegerField(primary_key=True)
+    created_at = models.DateTimeField()
+    conversation = models.ForeignKey(
+        Conversation, on_delete=models.CASCADE, related_name="archived_messages", db_index=False
+    )
+    seq = models.PositiveBigIntegerField()
+    sender_kind = models.CharField(max_length=10, choices=Message.SenderKind.choices)
+    sender_user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    body = models.TextField(blank=True)
+    content_type = models.CharField(max_length=10, choices=Message.ContentType.choices)
+    attachment = models.ForeignKey(
+        Upload, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    client_id = models.CharField(max_length=64)
+
+    class Meta:
+        indexes = [models.Index(fields=["conversation", "seq"], name="archived_conversation_seq")]
+        verbose_name = _("archived message")
+        verbose_name_plural = _("archived messages")
+
+    def __str__(self) -> str:
+        return f"{self.conversation_id}:{self.seq}"
+
+
+class ArchivedMonth(models.Model):
+    """The catalogue of the archive: one row per month of messages moved out of the live table."""
+
+    class Mode(models.TextChoices):
+        SCHEMA = "schema", _("Archive table")
+        EXPORT = "export", _("Compressed file")
+
+    month = models.DateField(unique=True, help_text=_("First day of the month, UTC."))
+    mode = models.CharField(max_length=10, choices=Mode.choices)
+    rows = models.PositiveBigIntegerField()
+    location = models.CharField(
+        max_length=500, help_text=_("The archive table, or the path of the compressed file.")
+    )
+    archived_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-month"]
+        verbose_name = _("archived month")
+        verbose_name_plural = _("archived months")
+
+    def __str__(self) -> str:
+        return self.month.strftime("%Y-%m")

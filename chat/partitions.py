@@ -34,7 +34,8 @@ def partition_name(month: date) -> str:
     return f"{TABLE}_p{month.year:04d}_{month.month:02d}"
 
 
-def _bound(month: date) -> str:
+def month_bound(month: date) -> str:
+    """The timestamp where `month` begins, midnight UTC, as partition bounds spell it."""
     return datetime(month.year, month.month, 1, tzinfo=UTC).isoformat()
 
 
@@ -73,7 +74,7 @@ def create_partition(connection: BaseDatabaseWrapper, month: date) -> bool:
     with connection.cursor() as cursor:
         cursor.execute(
             f'CREATE TABLE "{name}" PARTITION OF "{TABLE}" '
-            f"FOR VALUES FROM ('{_bound(month)}') TO ('{_bound(add_months(month, 1))}')"
+            f"FOR VALUES FROM ('{month_bound(month)}') TO ('{month_bound(add_months(month, 1))}')"
         )
     logger.info("partitions.created", extra={"partition": name})
     return True

@@ -7,7 +7,7 @@ from django.contrib.sessions.models import Session
 from django.db import connection
 from django.utils import timezone
 
-from chat import delivery, outbox, partitions
+from chat import archive, delivery, outbox, partitions
 
 logger = get_task_logger(__name__)
 
@@ -43,3 +43,15 @@ def clear_outbox() -> int:
     deleted = outbox.clear_done()
     logger.info("outbox.cleared", extra={"deleted": deleted})
     return deleted
+
+
+@shared_task(name="chat.tasks.archive_messages", acks_late=True)
+def archive_messages(force: bool = False) -> list[str]:
+    """Archive months older than archive.after_months, at the configured hour unless forced.
+
+    Idempotent and resumable, so a late-acked repeat after a worker died is harmless.
+    """
+    if not force and not archive.is_due():
+        return []
+    moved = archive.run()
+    return [f"{result.month:%Y-%m}:{result.rows}" for result in moved]

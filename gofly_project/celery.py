@@ -20,6 +20,8 @@ PERIODIC_TASKS = {
     "ensure-message-partitions": ("chat.tasks.ensure_message_partitions", 24 * 3600),
     "relay-outbox": ("chat.tasks.relay_outbox", 5),
     "clear-outbox": ("chat.tasks.clear_outbox", 3600),
+    # Hourly; the task itself acts only at the configured archive.hour.
+    "archive-messages": ("chat.tasks.archive_messages", 3600),
 }
 
 # Tasks that send through the channel layer. The embedded scheduler runs these coroutines on

@@ -140,6 +140,15 @@ def _apply_env(config: dict[str, Any], env: dict[str, str]) -> None:
     walk(config, ())
 
 
+def _check_archive(archive: dict[str, Any]) -> None:
+    if not isinstance(archive["after_months"], int) or archive["after_months"] < 1:
+        raise ConfigError("archive.after_months must be a whole number of months, at least 1.")
+    if not isinstance(archive["hour"], int) or not 0 <= archive["hour"] <= 23:
+        raise ConfigError("archive.hour must be an hour of the day, 0 to 23.")
+    if archive["mode"] not in {"schema", "export"}:
+        raise ConfigError("archive.mode must be 'schema' or 'export'.")
+
+
 def load(env: dict[str, str] | None = None) -> dict[str, Any]:
     """Return the effective configuration, with `mode` set to 'embedded' or 'production'."""
     env = dict(os.environ if env is None else env)
@@ -157,6 +166,7 @@ def load(env: dict[str, str] | None = None) -> dict[str, Any]:
             raise ConfigError(f"{path} must hold a YAML mapping at the top level.")
         _merge(config, loaded)
     _apply_env(config, env)
+    _check_archive(config["archive"])
     config["mode"] = "production" if path else "embedded"
     if config["mode"] == "production" and not config["secret_key"]:
         raise ConfigError(

@@ -71,6 +71,24 @@ def test_bad_number_in_environment_names_the_variable():
 
 
 @pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        (
+            "GOFLY_ARCHIVE_AFTER_MONTHS",
+            "0",
+            "archive.after_months must be a whole number of months, at least 1.",
+        ),
+        ("GOFLY_ARCHIVE_HOUR", "24", "archive.hour must be an hour of the day, 0 to 23."),
+        ("GOFLY_ARCHIVE_MODE", "tape", "archive.mode must be 'schema' or 'export'."),
+    ],
+)
+def test_bad_archive_settings_are_refused(variable, value, message):
+    with pytest.raises(config.ConfigError) as error:
+        config.load({variable: value})
+    assert str(error.value) == message
+
+
+@pytest.mark.parametrize(
     "url,expected",
     [
         ("sqlite:///var/x.sqlite3", ("django.db.backends.sqlite3", "var/x.sqlite3", "", "")),
