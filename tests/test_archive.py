@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import csv
 import gzip
+import io
 import json
 import logging
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.core.management import CommandError, call_command
 from django.db import connection
 from django.test import Client
 
@@ -277,3 +279,24 @@ def test_exported_month_downloads_from_admin(months, site, settings):
     body = gzip.decompress(b"".join(response.streaming_content)).decode()
     assert body.splitlines()[0] == ",".join(archive.COLUMNS)
     assert len(body.splitlines()) == 1 + 2 * PER_MONTH
+
+
+def test_the_command_archives_now_and_says_what_it_moved(months, site):
+    _fill(site)
+    out = io.StringIO()
+
+    call_command("gofly_archive", stdout=out)
+    call_command("gofly_archive", stdout=out)
+
+    where = "gofly_archive.chat_message_p" if months else "chat_archivedmessage"
+    lines = out.getvalue().splitlines()
+    assert [line.split(" -> ")[0] for line in lines] == [
+        *(f"{m:%Y-%m}: {2 * PER_MONTH} messages" for m in OLD_MONTHS),
+        "Nothing to archive.",
+    ]
+    assert all(where in line for line in lines[:3])
+    with pytest.raises(CommandError) as error:
+        call_command("gofly_archive", "--after-months", "0")
+    assert str(error.value) == (
+        "archive.after_months must be at least 1: the current month stays live."
+    )
