@@ -1,10 +1,34 @@
-"""Agents: the people who answer conversations, as a profile on the Django user."""
+"""Agents: the people who answer conversations, as a profile on the Django user.
+
+An agent's status changes only through `agents.status.change_status`, which checks the
+transition table there, stores an AgentStatusEvent and broadcasts it; nothing else writes
+`Agent.status`.
+"""
 
 from __future__ import annotations
 
 from django.conf import settings
 from django.db import models
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
+
+
+class AgentStatus(models.TextChoices):
+    ONLINE = "online", _("Online")
+    AWAY = "away", _("Away")
+    BUSY = "busy", _("Busy")
+    OFFLINE = "offline", _("Offline")
+
+
+class StatusTrigger(models.TextChoices):
+    """What caused a status change."""
+
+    CHOSEN = "chosen", _("Chosen by the agent")
+    CONNECTED = "connected", _("Dashboard opened")
+    DISCONNECTED = "disconnected", _("Every dashboard closed")
+    IDLE = "idle", _("No activity")
+    ACTIVE = "active", _("Activity again")
+    ADMIN = "admin", _("Set by an administrator")
 
 
 class Agent(models.Model):
@@ -17,6 +41,62 @@ class Agent(models.Model):
     max_concurrent_chats = models.PositiveSmallIntegerField(
         default=10, help_text=_("How many open conversations this agent takes at once.")
     )
+    status = models.CharField(
+        max_length=10, choices=AgentStatus.choices, default=AgentStatus.OFFLINE, editable=False
+    )
+    status_trigger = models.CharField(
+        max_length=20, choices=StatusTrigger.choices, blank=True, editable=False
+    )
+    status_changed_at = models.DateTimeField(default=timezone.now, editable=False)
+    # When a dashboard socket of this agent last showed a sign of life (opened, pinged or
+    # closed); the presence sweep takes an agent offline once this is older than the grace.
+    presence_seen_at = models.DateTimeField(null=True, blank=True, editable=False)
+    last_activity_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["status", "presence_seen_at"], name="agent_presence"),
+            models.Index(fields=["status", "last_activity_at"], name="agent_activity"),
+        ]
 
     def __str__(self) -> str:
         return self.display_name or self.user.get_username()
+
+
+class AgentStatusEvent(models.Model):
+    """One status change: who, from what, to what, why, caused by whom, when."""
+
+    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="status_events")
+    from_status = models.CharField(max_length=10, choices=AgentStatus.choices)
+    to_status = models.CharField(max_length=10, choices=AgentStatus.choices)
+    trigger = models.CharField(max_length=20, choices=StatusTrigger.choices)
+    reason = models.CharField(max_length=200, blank=True)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text=_("Who caused it; empty when the system did."),
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [models.Index(fields=["agent", "-created_at"], name="agent_status_event_recent")]
+        verbose_name = _("agent status change")
+        verbose_name_plural = _("agent status changes")
+
+    def __str__(self) -> str:
+        return f"{self.agent}: {self.from_status} → {self.to_status}"
+
+
+class AgentSocket(models.Model):
+    """An open dashboard socket. Several tabs of one agent are several rows, one presence."""
+
+    channel_name = models.CharField(max_length=200, primary_key=True)
+    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="sockets")
+    opened_at = models.DateTimeField(default=timezone.now)
+    seen_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return self.channel_name

@@ -31,6 +31,10 @@ def dashboard_strings() -> dict[str, str]:
         "you": _("You"),
         "uploading": _("Uploading…"),
         "upload_failed": _("The upload failed; check the connection and try again."),
+        "status_online": _("Online"),
+        "status_away": _("Away"),
+        "status_busy": _("Busy"),
+        "status_offline": _("Offline"),
     }
 
 

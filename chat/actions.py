@@ -25,6 +25,7 @@ from django.utils.translation import gettext as _
 from chat import errors, outbox
 from chat.errors import ErrorCode, GoflyError
 from chat.models import Conversation, Message, Site, Upload, Visitor
+from chat.outbox import Recorded
 from chat.tokens import issue_visitor_token
 
 logger = logging.getLogger(__name__)
@@ -37,14 +38,6 @@ class VisitorSession:
     site: Site
     visitor: Visitor
     token: str
-
-
-@dataclass(frozen=True)
-class Recorded:
-    """The outbox row written with a change, and what it sends: relay it after the commit."""
-
-    outbox_id: int
-    sends: list[outbox.Send]
 
 
 @dataclass(frozen=True)

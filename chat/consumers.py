@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -17,9 +18,13 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.db import Error as DatabaseError
+from django.utils.translation import gettext
 
+from agents import presence
+from agents import status as agent_status
+from agents.models import Agent
 from chat import actions, delivery, errors, protocol
-from chat.errors import GoflyError
+from chat.errors import ErrorCode, GoflyError
 from chat.models import Conversation, Site, Visitor
 from chat.tokens import read_visitor_token
 
@@ -250,24 +255,45 @@ class VisitorConsumer(ChatConsumer):
         await self.send_frame(event["frame"])
 
 
-def _agent_identity(user: Any) -> tuple[list[int], dict[str, Any]] | None:
-    """The sites whose groups the agent joins and how it is named, or None without rights."""
+def _agent_identity(user: Any) -> tuple[list[int], dict[str, Any], int | None] | None:
+    """The sites whose groups the agent joins, how it is named and its Agent id (None for a
+    superuser without an agent profile), or None without rights."""
     site_ids = actions.agent_site_ids(user)
     if site_ids is None:
         site_ids = list(Site.objects.values_list("id", flat=True))
     elif not site_ids:
         return None
-    agent = getattr(user, "agent", None)
+    agent = Agent.objects.filter(user=user).first()
     name = agent.display_name if agent and agent.display_name else user.get_username()
-    return site_ids, {"id": user.pk, "name": name}
+    return site_ids, {"id": user.pk, "name": name}, agent.pk if agent else None
+
+
+def _team(site_ids: list[int], agent_id: int | None) -> dict[str, Any]:
+    """The agent's own status and its colleagues' on the same sites, for the ready frame."""
+    agents = Agent.objects.filter(sites__in=site_ids).distinct().select_related("user")
+    mine = next((a.status for a in agents if a.pk == agent_id), None)
+    return {
+        "status": mine,
+        "agents": [
+            {"id": a.user_id, "name": str(a), "status": a.status}
+            for a in sorted(agents, key=lambda a: str(a).lower())
+        ],
+    }
+
+
+# An agent's activity is written at most this often per socket; the away timer is minutes.
+ACTIVITY_WRITE_SECONDS = 30.0
 
 
 class AgentConsumer(ChatConsumer):
     """`/ws/agent/`: an agent's live view of its sites, authenticated by the session cookie."""
 
-    frame_types = frozenset({"message", "resume", "typing", "read", "status", "ping"})
+    frame_types = frozenset(
+        {"message", "resume", "typing", "read", "status", "agent_status", "ping"}
+    )
 
     async def connect(self) -> None:
+        self.agent_id: int | None = None
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
             await self.refuse(CLOSE_UNAUTHENTICATED)
@@ -276,18 +302,68 @@ class AgentConsumer(ChatConsumer):
         if found is None:
             await self.refuse(CLOSE_FORBIDDEN)
             return
-        site_ids, identity = found
+        site_ids, identity, agent_id = found
         self.user = user
         self.site_ids = set(site_ids)
+        if agent_id is not None:
+            self.agent_id = agent_id
+            self.activity_written = time.monotonic()
+            # Announced to the others before this socket joins: it learns its own status from
+            # the ready frame, read after joining, so no change in between is missed.
+            await self.relay(await db(presence.socket_opened)(agent_id, self.channel_name))
         for site_id in site_ids:
             await self.join(delivery.site_agents_group(site_id))
         await self.accept()
-        await self.send_frame({"type": "ready", "agent": identity, "sites": sorted(site_ids)})
+        team = await db(_team)(site_ids, agent_id)
+        await self.send_frame(
+            {"type": "ready", "agent": identity, "sites": sorted(site_ids), **team}
+        )
+
+    async def disconnect(self, code: int) -> None:
+        await super().disconnect(code)
+        if getattr(self, "agent_id", None) is not None:
+            try:
+                await db(presence.socket_closed)(self.channel_name)
+            except Exception:
+                # The sweep still takes the agent offline once pings stop: nothing is lost.
+                logger.exception("consumer.presence_close_failed")
+
+    async def relay(self, recorded: Any) -> None:
+        if recorded is not None:
+            await delivery.relay(recorded.outbox_id, recorded.sends)
+
+    async def note_activity(self) -> None:
+        if self.agent_id is None or time.monotonic() - self.activity_written < (
+            ACTIVITY_WRITE_SECONDS
+        ):
+            return
+        self.activity_written = time.monotonic()
+        await self.relay(await db(presence.note_activity)(self.agent_id))
+
+    async def frame_ping(self, frame: dict) -> None:
+        if self.agent_id is not None:
+            active = frame.get("active") is True
+            if active:
+                self.activity_written = time.monotonic()
+            await self.relay(
+                await db(presence.socket_seen)(self.agent_id, self.channel_name, active)
+            )
+        await super().frame_ping(frame)
+
+    async def frame_agent_status(self, frame: dict) -> None:
+        if self.agent_id is None:
+            raise GoflyError(
+                ErrorCode.FORBIDDEN, gettext("Only agents have a status; this account has none.")
+            )
+        await self.relay(
+            await db(agent_status.choose)(self.agent_id, frame.get("status"), self.user)
+        )
 
     def sees(self, assignee: int | None) -> bool:
         return assignee is None or assignee == self.user.pk or self.user.is_superuser
 
     async def frame_message(self, frame: dict) -> None:
+        await self.note_activity()
         client_id = protocol.client_id_of(frame)
         body = protocol.body_of(frame)
         posted = await db(actions.post_agent_message)(
@@ -307,6 +383,7 @@ class AgentConsumer(ChatConsumer):
         await self.send_history(conversation, after)
 
     async def frame_typing(self, frame: dict) -> None:
+        await self.note_activity()
         active, _preview = protocol.typing_of(frame, allow_preview=False)
         conversation = await db(actions.check_agent_conversation)(
             self.user, frame.get("conversation")
@@ -323,6 +400,7 @@ class AgentConsumer(ChatConsumer):
         )
 
     async def frame_read(self, frame: dict) -> None:
+        await self.note_activity()
         conversation = await db(actions.mark_read_by_agent)(
             self.user, frame.get("conversation"), frame.get("seq")
         )
@@ -336,6 +414,7 @@ class AgentConsumer(ChatConsumer):
         )
 
     async def frame_status(self, frame: dict) -> None:
+        await self.note_activity()
         recorded = await db(actions.set_conversation_status)(
             self.user, frame.get("conversation"), frame.get("status")
         )
@@ -362,3 +441,6 @@ class AgentConsumer(ChatConsumer):
     async def chat_read(self, event: dict) -> None:
         if self.sees(event["assignee"]):
             await self.send_frame(event["frame"])
+
+    async def chat_agent_status(self, event: dict) -> None:
+        await self.send_frame(event["frame"])

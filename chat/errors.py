@@ -31,6 +31,7 @@ class ErrorCode(StrEnum):
     UNKNOWN_SITE = "unknown_site"
     ORIGIN_NOT_ALLOWED = "origin_not_allowed"
     UNSUPPORTED_TYPE = "unsupported_type"
+    INVALID_TRANSITION = "invalid_transition"
     INTERNAL = "internal"
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import random
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -25,6 +26,14 @@ from chat.models import OutboxEvent
 logger = logging.getLogger(__name__)
 
 Send = tuple[str, dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """The outbox row written with a change, and what it sends: relay it after the commit."""
+
+    outbox_id: int
+    sends: list[Send]
 
 
 def visitor_group(visitor_id: int) -> str:
@@ -60,6 +69,11 @@ def conversation_sends(site_id: int, visitor_id: int, summary: dict[str, Any]) -
 
 def _config() -> dict[str, Any]:
     return settings.GOFLY["outbox"]
+
+
+def record_sends(sends: list[Send]) -> Recorded:
+    """`record`, returning what the caller relays after its commit."""
+    return Recorded(record(sends), sends)
 
 
 def record(sends: list[Send]) -> int:

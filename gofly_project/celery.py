@@ -22,11 +22,15 @@ PERIODIC_TASKS = {
     "clear-outbox": ("chat.tasks.clear_outbox", 3600),
     # Hourly; the task itself acts only at the configured archive.hour.
     "archive-messages": ("chat.tasks.archive_messages", 3600),
+    "sweep-presence": ("agents.tasks.sweep_presence", 10),
 }
 
 # Tasks that send through the channel layer. The embedded scheduler runs these coroutines on
 # the server's own event loop: the in-memory layer lives there and cannot be used from another.
-IN_SERVER_LOOP = {"relay-outbox": "chat.delivery.relay_due"}
+IN_SERVER_LOOP = {
+    "relay-outbox": "chat.delivery.relay_due",
+    "sweep-presence": "agents.tasks.sweep_and_relay",
+}
 
 app.conf.beat_schedule = {
     name: {"task": task, "schedule": float(interval)}

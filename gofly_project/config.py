@@ -58,6 +58,7 @@ DEFAULTS: dict[str, Any] = {
         "keep_done_hours": 24,
     },
     "archive": {"after_months": 3, "hour": 3, "mode": "schema", "directory": ""},
+    "agents": {"offline_grace_seconds": 60, "away_after_seconds": 900},
 }
 
 # Keys whose environment override is a comma-separated list rather than a scalar.
@@ -167,6 +168,9 @@ def load(env: dict[str, str] | None = None) -> dict[str, Any]:
         _merge(config, loaded)
     _apply_env(config, env)
     _check_archive(config["archive"])
+    if config["agents"]["offline_grace_seconds"] < 30:
+        # The dashboard pings every 25 s; a shorter grace would take open dashboards offline.
+        raise ConfigError("agents.offline_grace_seconds must be at least 30.")
     config["mode"] = "production" if path else "embedded"
     if config["mode"] == "production" and not config["secret_key"]:
         raise ConfigError(

@@ -109,6 +109,18 @@ class ServerProcess:
             stdout=subprocess.DEVNULL,
         )
 
+    def shell(self, code: str) -> str:
+        """Run Python in `manage.py shell` against this server's database; return its output."""
+        done = subprocess.run(
+            [*self.manage, "shell", "--no-imports", "-c", code],
+            env=self.env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return done.stdout
+
     def start(self) -> None:
         log = open(self.tmp / "server.log", "a")
         options = [] if self.scheduler else ["--no-scheduler"]
@@ -150,13 +162,18 @@ class ServerProcess:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory) -> Iterator[str]:
+def server_process(tmp_path_factory) -> Iterator[ServerProcess]:
     process = ServerProcess(tmp_path_factory.mktemp("e2e"))
     try:
         process.start()
-        yield process.base
+        yield process
     finally:
         process.close()
+
+
+@pytest.fixture(scope="module")
+def server(server_process) -> str:
+    return server_process.base
 
 
 @pytest.fixture(scope="module")
@@ -174,9 +191,9 @@ def _demo_site_key(base: str) -> str:
     return html.split('data-site="', 1)[1].split('"', 1)[0]
 
 
-def log_in(page, base: str) -> None:
+def log_in(page, base: str, username: str = "demo") -> None:
     page.goto(base + "/accounts/login/")
-    page.fill("input[name=username]", "demo")
+    page.fill("input[name=username]", username)
     page.fill("input[name=password]", PASSWORD)
     page.click("button[type=submit]")
     page.wait_for_url(base + "/dashboard/")
@@ -320,3 +337,32 @@ def test_lost_live_frames_are_fetched_when_a_hole_shows(server, browser):
     visitor.press(".gofly-input", "Enter")
     agent.locator(".msg-visitor[data-seq='4']").wait_for()
     assert "lost for the agent" in agent.locator(".msg[data-seq='3']").inner_text()
+
+
+def test_dashboards_show_the_team_s_status_live(server_process, browser):
+    server = server_process.base
+    server_process.shell(
+        "from django.contrib.auth import get_user_model; from agents.models import Agent; "
+        "from chat.models import Site; "
+        f"u = get_user_model().objects.create_user('bob', password='{PASSWORD}'); "
+        "a = Agent.objects.create(user=u, display_name='Bob'); a.sites.add(*Site.objects.all())"
+    )
+    demo = browser.new_context().new_page()
+    log_in(demo, server)
+    assert demo.locator("#my-status").input_value() == "online"
+    demo.locator("#team li[data-status=offline]", has_text="Bob").wait_for()
+
+    bob = browser.new_context().new_page()
+    log_in(bob, server, "bob")
+    demo.locator("#team li[data-status=online]", has_text="Bob").wait_for()
+    bob.select_option("#my-status", "busy")
+    demo.locator("#team li[data-status=busy]", has_text="Bob").wait_for()
+    bob.locator("#team li[data-status=busy]", has_text="Bob").wait_for()
+    assert "Busy" in demo.locator("#team li", has_text="Bob").inner_text()
+
+    events = server_process.shell(
+        "from agents.models import AgentStatusEvent as E; "
+        "print(list(E.objects.filter(agent__user__username='bob')"
+        ".order_by('id').values_list('to_status', 'trigger')))"
+    )
+    assert events.strip() == "[('online', 'connected'), ('busy', 'chosen')]"

@@ -46,6 +46,7 @@ def test_scheduler_runs_due_tasks_then_waits_for_their_interval(settings):
         "relay-outbox",
         "clear-outbox",
         "archive-messages",
+        "sweep-presence",
     ]
     assert list(Session.objects.values_list("session_key", flat=True)) == [live.session_key]
     expired_session()

@@ -29,10 +29,34 @@
     lastTop: 0,
     typingTimer: null,
     lastTypingSent: 0,
+    team: new Map(),            // user id -> {id, name, status}: colleagues on the same sites
+    active: false,              // the agent used the dashboard since the last ping
   };
 
   // ---------------------------------------------------------------------------------------
   // Socket
+
+  function showMyStatus(status) {
+    var select = $("my-status");
+    select.disabled = !status;  // a superuser without an agent profile has no status
+    select.value = status || "offline";
+    select.dataset.status = status || "";
+  }
+
+  function renderTeam() {
+    var list = $("team");
+    list.textContent = "";
+    Array.from(state.team.values()).forEach(function (agent) {
+      var item = document.createElement("li");
+      item.dataset.agent = agent.id;
+      item.dataset.status = agent.status;
+      var dot = document.createElement("span");
+      dot.className = "dot " + agent.status;
+      item.appendChild(dot);
+      item.appendChild(document.createTextNode(agent.name + " · " + T["status_" + agent.status]));
+      list.appendChild(item);
+    });
+  }
 
   function connect() {
     var scheme = location.protocol === "https:" ? "wss://" : "ws://";
@@ -65,8 +89,12 @@
   }
 
   var handlers = {
-    ready: function () {
+    ready: function (frame) {
       state.attempts = 0;
+      state.team = new Map();
+      (frame.agents || []).forEach(function (agent) { state.team.set(agent.id, agent); });
+      showMyStatus(frame.status);
+      renderTeam();
       showConnection(null);
       refreshLists().then(function () {
         if (state.selected !== null) { resume(state.selected); }
@@ -140,6 +168,14 @@
     },
     resumed: function (frame) { state.resuming.delete(frame.conversation); },
     pong: function () {},
+    agent_status: function (frame) {
+      var known = state.team.get(frame.agent.id) || {id: frame.agent.id};
+      known.name = frame.agent.name;
+      known.status = frame.status;
+      state.team.set(frame.agent.id, known);
+      if (frame.agent.id === myId) { showMyStatus(frame.status); }
+      renderTeam();
+    },
   };
 
   // ---------------------------------------------------------------------------------------
@@ -564,7 +600,17 @@
     }
     document.removeEventListener("click", askOnce);
   });
-  setInterval(function () { send({type: "ping"}); }, 25000);
+  // The server takes an agent with no activity for a while to away; a ping says whether the
+  // agent used the dashboard since the previous one.
+  ["keydown", "pointerdown", "mousemove", "focus"].forEach(function (kind) {
+    window.addEventListener(kind, function () { state.active = true; }, {passive: true});
+  });
+  setInterval(function () {
+    if (send({type: "ping", active: state.active})) { state.active = false; }
+  }, 25000);
+  $("my-status").addEventListener("change", function () {
+    send({type: "agent_status", status: this.value});
+  });
 
   showConnection(T.connecting);
   connect();
