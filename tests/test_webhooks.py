@@ -1,4 +1,4 @@
-"""Outgoing webhooks: recorded with the change, signed, retried.
+"""Outgoing webhooks: recorded with the change, signed, retried, and survived by a dead worker.
 
 The receiver is the only fake, and it is a real HTTP server on 127.0.0.1: it records what it
 gets, checks the signature, answers as a test tells it (200, 500, or hang until released), and
@@ -11,23 +11,31 @@ import hashlib
 import hmac
 import json
 import logging
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
+import uuid
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
+from django.db import connection
 from django.test import Client
 from django.utils import timezone
 
 from chat import actions, delivery, outbox, webhooks
 from chat.models import OutboxEvent, Site
-from tests.conftest import make_agent, new_visitor_session
+from tests.conftest import make_agent, new_visitor_session, require_redis
 from tests.test_browser import _free_port
 
+ROOT = Path(__file__).resolve().parent.parent
 # Longest a hanging answer waits to be released; a test that forgets to release still ends.
 HANG_LIMIT_SECONDS = 60.0
 
@@ -491,3 +499,159 @@ async def wait_for_row(condition, seconds: float = 20.0) -> OutboxEvent:
         if time.monotonic() > deadline:
             raise AssertionError(f"row never reached the state awaited: {row.__dict__}")
         await asyncio.sleep(0.05)
+
+
+# ---------------------------------------------------------------------------------------------
+# A Celery worker killed while it holds the send
+
+
+class Worker:
+    """A real `celery worker` in a process group of its own, so the test can kill all of it."""
+
+    def __init__(self, env: dict[str, str], queue: str, log: Path) -> None:
+        self.log = log
+        with open(log, "a") as out:
+            self.process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "gofly_project",
+                    "worker",
+                    "--pool=prefork",
+                    "--concurrency=1",
+                    "-Q",
+                    queue,
+                    "--without-mingle",
+                    "--without-gossip",
+                    "-l",
+                    "info",
+                ],
+                env=env,
+                cwd=ROOT,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def check_alive(self) -> None:
+        if self.process.poll() is not None:
+            raise AssertionError("the worker exited: " + self.log.read_text()[-3000:])
+
+    def kill(self) -> None:
+        """SIGKILL the main process and its pool children: no chance to ack or requeue."""
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(20)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+def _database_url_for_workers() -> str:
+    db = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{db['NAME']}"
+    return f"postgres://{db['USER']}@{db['HOST']}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+def _forget_queue(redis_url: str, queue: str) -> None:
+    """Delete what kombu keeps in Redis for the test's queue (its bindings)."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    for key in client.scan_iter(match=f"*{queue}*"):
+        client.delete(key)
+    client.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_worker_killed_mid_send_redelivers_and_the_effect_happens_once(
+    hooked_site, receiver, settings, tmp_path, capsys
+):
+    redis_url = require_redis()
+    assert settings.CELERY_BROKER_URL.startswith("redis"), settings.CELERY_BROKER_URL
+    # A queue of this test's own: no other worker takes the send, and the workers here take
+    # nothing else.
+    queue = "gofly-test-webhooks-" + uuid.uuid4().hex[:8]
+    settings.GOFLY = {
+        **settings.GOFLY,
+        "celery": {**settings.GOFLY["celery"], "webhook_queue": queue},
+    }
+    visibility = 5
+    env = {
+        **os.environ,
+        # The test's own database: transactional, so what the test commits the worker sees.
+        "DATABASE_URL": _database_url_for_workers(),
+        "REDIS_URL": redis_url,
+        "GOFLY_DATA_DIR": str(tmp_path),
+        "GOFLY_CELERY_VISIBILITY_TIMEOUT_SECONDS": str(visibility),
+        "GOFLY_WEBHOOKS_TIMEOUT_SECONDS": "4",
+    }
+    log = tmp_path / "workers.log"
+    workers: list[Worker] = []
+    try:
+        # Given a worker inside the send, its request held by a receiver that does not answer
+        receiver.answers = ["hang"]
+        workers.append(Worker(env, queue, log))
+        post(hooked_site)
+        row = webhook_rows().get()
+        deadline = time.monotonic() + 60
+        while not receiver.in_hand.wait(0.2):
+            workers[0].check_alive()
+            assert time.monotonic() < deadline, "the worker never sent: " + log.read_text()
+        taken_at = time.monotonic()
+
+        # When the whole worker is killed, and only then the receiver answers, to no one
+        workers[0].kill()
+        killed_at = time.monotonic()
+        receiver.release.set()
+        assert receiver.hang_over.wait(10)
+        row.refresh_from_db()
+        assert (row.status, row.attempts) == ("pending", 1)
+
+        # Then a second worker gets the task again once the visibility timeout has passed
+        time.sleep(max(0.0, taken_at + visibility + 0.5 - time.monotonic()))
+        workers.append(Worker(env, queue, log))
+        deadline = time.monotonic() + 90
+        while webhook_rows().get().status != "done":
+            workers[1].check_alive()
+            assert time.monotonic() < deadline, "never redelivered: " + log.read_text()[-3000:]
+            time.sleep(0.2)
+        done_after = time.monotonic() - killed_at
+        # Nothing more comes: the redelivered task was the only one, and it found the row done
+        # if it ran again.
+        time.sleep(1.0)
+    finally:
+        for worker in workers:
+            worker.stop()
+        _forget_queue(redis_url, queue)
+
+    row = webhook_rows().get()
+    counts = {
+        "test": "webhook_worker_killed_mid_send",
+        "database": connection.vendor,
+        "requests_received": len(receiver.requests),
+        "distinct_delivery_ids": len(set(receiver.delivery_ids())),
+        "all_signed": all(r["signed"] for r in receiver.requests),
+        "row_status": row.status,
+        "row_attempts": row.attempts,
+        "effects_applied": len(receiver.effects),
+        "repeats_dropped": receiver.repeats,
+        "visibility_timeout_seconds": visibility,
+        "seconds_from_kill_to_done": round(done_after, 1),
+    }
+    with capsys.disabled():
+        print("\n" + json.dumps(counts))
+    assert counts["requests_received"] >= 2
+    assert counts["distinct_delivery_ids"] == 1
+    assert counts["all_signed"]
+    assert (row.status, row.attempts) == ("done", 2)
+    assert counts["effects_applied"] == 1
+    assert counts["repeats_dropped"] == counts["requests_received"] - 1
