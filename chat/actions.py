@@ -22,7 +22,7 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from chat import errors, outbox
+from chat import errors, outbox, webhooks
 from chat.errors import ErrorCode, GoflyError
 from chat.models import Conversation, Message, Site, Upload, Visitor
 from chat.outbox import Recorded
@@ -286,13 +286,14 @@ def _store_message(
 def _posted(
     message: Message, conversation: Conversation, created: bool, changed: bool
 ) -> PostedMessage:
-    """Record the fan-out in the outbox, inside the caller's transaction.
+    """Record the fan-out and the site's webhook in the outbox, inside the caller's transaction.
 
-    conversation.visitor must be loaded.
+    conversation.visitor and conversation.site must be loaded.
     """
     frame = message_frame(message, _sender_name(message))
     recorded = None
     if created:
+        webhooks.record_message(conversation, frame)
         sends = outbox.message_sends(
             frame,
             site_id=conversation.site_id,
@@ -316,7 +317,7 @@ def _lock_current_conversation(visitor_id: int) -> Conversation | None:
     # of=("self",): with the join, a plain FOR UPDATE would lock the visitor row as well.
     return (
         Conversation.objects.select_for_update(of=("self",))
-        .select_related("visitor")
+        .select_related("visitor", "site")
         .filter(visitor_id=visitor_id)
         .order_by("-id")
         .first()
@@ -363,6 +364,11 @@ def post_visitor_message(
                 conversation.resolved_at = None
                 fields += ["status", "resolved_at"]
                 changed = True
+                webhooks.record_status_change(
+                    conversation,
+                    Conversation.Status.RESOLVED,
+                    {"kind": Message.SenderKind.VISITOR, "id": conversation.visitor.public_id},
+                )
             conversation.save(update_fields=fields)
         message.conversation = conversation
         return _posted(message, conversation, created, changed)
@@ -383,7 +389,7 @@ def post_agent_message(
         # locks in the opposite order to post_visitor_message and deadlock with it.
         conversation = (
             Conversation.objects.select_for_update(of=("self",))
-            .select_related("visitor")
+            .select_related("visitor", "site")
             .get(pk=visible.pk)
         )
         if conversation.assignee_id not in (None, user.pk) and not user.is_superuser:
@@ -516,12 +522,17 @@ def set_conversation_status(user: AbstractBaseUser, conversation_id: Any, status
         visible = check_agent_conversation(user, conversation_id)
         conversation = (
             Conversation.objects.select_for_update(of=("self",))
-            .select_related("visitor", "assignee__agent")
+            .select_related("visitor", "site", "assignee__agent")
             .get(pk=visible.pk)
         )
+        previous = conversation.status
         conversation.status = status
         conversation.resolved_at = timezone.now() if status == "resolved" else None
         conversation.save(update_fields=["status", "resolved_at"])
+        if previous != status:
+            webhooks.record_status_change(
+                conversation, previous, {"kind": Message.SenderKind.AGENT, "id": user.pk}
+            )
         sends = outbox.conversation_sends(
             conversation.site_id, conversation.visitor_id, conversation_summary(conversation)
         )

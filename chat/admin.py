@@ -1,6 +1,7 @@
 from pathlib import Path
 
 from django.contrib import admin
+from django.db import models
 from django.http import FileResponse, Http404, HttpResponse
 from django.urls import path
 from django.utils import timezone
@@ -24,8 +25,29 @@ from chat.models import (
 class SiteAdmin(admin.ModelAdmin):
     list_display = ["name", "key", "widget_title", "default_language", "created_at"]
     list_filter = ["default_language"]
-    search_fields = ["name", "key", "allowed_origins"]
+    search_fields = ["name", "key", "allowed_origins", "webhook_url"]
     readonly_fields = ["created_at"]
+    # A URL typed without a scheme is taken as https://, as Django 6 will do by default.
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
+    fieldsets = [
+        (
+            None,
+            {
+                "fields": [
+                    "name",
+                    "key",
+                    "allowed_origins",
+                    "widget_title",
+                    "widget_color",
+                    "welcome_message",
+                    "default_language",
+                    "typing_preview",
+                    "created_at",
+                ]
+            },
+        ),
+        (_("Webhook"), {"fields": ["webhook_url", "webhook_secret"]}),
+    ]
 
 
 @admin.register(Visitor)
@@ -126,16 +148,28 @@ class UploadAdmin(admin.ModelAdmin):
 class OutboxEventAdmin(admin.ModelAdmin):
     list_display = [
         "id",
+        "kind",
         "status",
+        "site",
         "attempts",
         "created_at",
         "next_attempt_at",
         "done_at",
         "last_error",
     ]
-    list_filter = ["status"]
-    search_fields = ["last_error"]
-    readonly_fields = ["created_at", "sends", "attempts", "last_error", "done_at"]
+    list_filter = ["status", "kind"]
+    search_fields = ["last_error", "delivery_id"]
+    readonly_fields = [
+        "created_at",
+        "kind",
+        "site",
+        "delivery_id",
+        "sends",
+        "payload",
+        "attempts",
+        "last_error",
+        "done_at",
+    ]
     date_hierarchy = "created_at"
     actions = ["retry_now"]
 

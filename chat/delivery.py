@@ -2,7 +2,8 @@
 
 Only this module sends to groups. Durable changes go through the outbox (`chat.outbox`): the
 consumer that stored them calls `relay` after the commit, and `relay_due` retries whatever is
-still pending. Typing and read notices are ephemeral and sent directly, best effort.
+still pending, handing webhook rows to `chat.webhooks`. Typing and read notices are ephemeral
+and sent directly, best effort.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from typing import Any
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 
-from chat import outbox
+from chat import outbox, webhooks
+from chat.models import OutboxEvent
 from chat.outbox import Send, site_agents_group, visitor_group
 
 logger = logging.getLogger(__name__)
@@ -74,11 +76,21 @@ async def relay(event_id: int, sends: list[Send]) -> bool:
 
 
 async def relay_due() -> dict[str, int]:
-    """One retry run: send every outbox row whose time has come. Returns counts."""
+    """One retry run: send every outbox row whose time has come. Returns counts.
+
+    Channel-layer rows are sent here (`delivered`, `failed`); webhook rows are only handed to
+    their sender (`webhooks`), so a slow receiver never holds up this run or its event loop.
+    """
     claimed = await database_sync_to_async(outbox.claim_due, thread_sensitive=False)()
-    counts = {"claimed": len(claimed), "delivered": 0, "failed": 0}
-    for event_id, sends in claimed:
-        if await relay(event_id, sends):
+    counts = {"claimed": len(claimed), "delivered": 0, "failed": 0, "webhooks": 0}
+    webhook_ids = [row.event_id for row in claimed if row.kind == OutboxEvent.Kind.WEBHOOK]
+    if webhook_ids:
+        webhooks.dispatch(webhook_ids)  # submits to a thread pool and returns at once
+        counts["webhooks"] = len(webhook_ids)
+    for row in claimed:
+        if row.kind == OutboxEvent.Kind.WEBHOOK:
+            continue
+        if await relay(row.event_id, row.sends):
             counts["delivered"] += 1
         else:
             counts["failed"] += 1

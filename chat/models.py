@@ -11,6 +11,7 @@ import secrets
 import uuid
 
 from django.conf import settings
+from django.core.validators import URLValidator
 from django.db import models
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
@@ -22,6 +23,10 @@ def new_site_key() -> str:
 
 def new_visitor_id() -> str:
     return uuid.uuid4().hex
+
+
+def new_webhook_secret() -> str:
+    return secrets.token_hex(32)
 
 
 class Site(models.Model):
@@ -39,6 +44,25 @@ class Site(models.Model):
     default_language = models.CharField(max_length=10, choices=settings.LANGUAGES, default="en")
     typing_preview = models.BooleanField(
         default=True, help_text=_("Show agents what the visitor is typing before it is sent.")
+    )
+    webhook_url = models.URLField(
+        _("webhook URL"),
+        max_length=500,
+        blank=True,
+        # urllib would also open file:// and ftp:// URLs; a webhook is only ever sent over HTTP.
+        validators=[URLValidator(schemes=["http", "https"])],
+        help_text=_(
+            "Every new message and status change is POSTed here as JSON. Empty turns webhooks off."
+        ),
+    )
+    webhook_secret = models.CharField(
+        _("webhook secret"),
+        max_length=128,
+        default=new_webhook_secret,
+        help_text=_(
+            "Signs each webhook (X-Gofly-Signature: HMAC-SHA256 of the body). "
+            "Replace it to revoke the old one."
+        ),
     )
     created_at = models.DateTimeField(default=timezone.now)
 
@@ -192,8 +216,10 @@ class Message(models.Model):
 class OutboxEvent(models.Model):
     """An effect of a stored change outside its own row, written in the same transaction.
 
-    Today every row is a fan-out to channel-layer groups (`sends`: a list of [group, event]).
-    A relay delivers it right after the commit; a periodic job retries what is still pending.
+    Two kinds: `channels`, a fan-out to channel-layer groups (`sends`: a list of [group, event]),
+    and `webhook`, one HTTP POST of `payload` to the site's webhook URL, identified to the
+    receiver by `delivery_id`. A relay sends each row right after the commit; a periodic job
+    retries what is still pending.
     """
 
     class Status(models.TextChoices):
@@ -201,9 +227,21 @@ class OutboxEvent(models.Model):
         DONE = "done", _("Done")
         FAILED = "failed", _("Failed")
 
+    class Kind(models.TextChoices):
+        CHANNELS = "channels", _("Channel layer")
+        WEBHOOK = "webhook", _("Webhook")
+
     created_at = models.DateTimeField(default=timezone.now)
+    kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.CHANNELS)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
-    sends = models.JSONField()
+    sends = models.JSONField(default=list, blank=True)
+    # Webhook rows only. The URL and secret are read from the site at each try, so a corrected
+    # URL or a replaced secret applies to the retries of rows already written.
+    site = models.ForeignKey(
+        Site, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    payload = models.JSONField(null=True, blank=True)
+    delivery_id = models.UUIDField(null=True, blank=True, unique=True, editable=False)
     attempts = models.PositiveIntegerField(default=0)
     next_attempt_at = models.DateTimeField(default=timezone.now)
     last_error = models.TextField(blank=True)
@@ -213,7 +251,7 @@ class OutboxEvent(models.Model):
         indexes = [models.Index(fields=["status", "next_attempt_at"])]
 
     def __str__(self) -> str:
-        return f"outbox #{self.pk} ({self.status})"
+        return f"outbox #{self.pk} {self.kind} ({self.status})"
 
 
 class ArchivedMessage(models.Model):

@@ -1,31 +1,45 @@
 """The outbox: what a stored change must tell the world, kept in the database until it is told.
 
-`record` runs inside the transaction that stores the change, so the outbox row exists exactly
-when the change does. Delivery is at least once: the relay in `chat.delivery` sends right after
-the commit and marks the row done; `claim_due` hands rows still pending (the relay failed, or
-the process died in between) to a periodic retry with exponential backoff and jitter. Receivers
-drop duplicates by `(conversation, seq)`.
+`record` and `record_webhook` run inside the transaction that stores the change, so the outbox
+row exists exactly when the change does. Delivery is at least once: right after the commit the
+relay in `chat.delivery` sends a channel-layer row and `chat.webhooks` a webhook row, and each
+marks its row done; `claim_due` hands rows still pending (the send failed, or the process died
+in between) to a periodic retry with exponential backoff and jitter. Sockets drop duplicates by
+`(conversation, seq)`, webhook receivers by the delivery id.
 
-Everything here is synchronous ORM code; `chat.delivery` does the sending.
+Everything here is synchronous ORM code; `chat.delivery` and `chat.webhooks` do the sending.
 """
 
 from __future__ import annotations
 
 import logging
 import random
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from chat.models import OutboxEvent
+from chat.models import OutboxEvent, Site
 
 logger = logging.getLogger(__name__)
 
 Send = tuple[str, dict[str, Any]]
+
+# How long a row handed to a sender is left to it before the retry job may hand it out again.
+# Well above the longest send (a webhook waits webhooks.timeout_seconds, 10 s by default).
+LEASE_SECONDS = 60
+
+
+class Claimed(NamedTuple):
+    """A row the retry job took: channel-layer rows carry their sends, webhook rows none."""
+
+    event_id: int
+    kind: str
+    sends: list[Send]
 
 
 @dataclass(frozen=True)
@@ -81,10 +95,58 @@ def record(sends: list[Send]) -> int:
     return OutboxEvent.objects.create(sends=[[group, event] for group, event in sends]).pk
 
 
-def mark_done(event_id: int) -> None:
-    OutboxEvent.objects.filter(pk=event_id, status=OutboxEvent.Status.PENDING).update(
-        status=OutboxEvent.Status.DONE, done_at=timezone.now()
-    )
+def record_webhook(site: Site, delivery_id: uuid.UUID, payload: dict[str, Any]) -> int:
+    """Write a webhook row; the caller is inside the transaction that stores the change.
+
+    The row is leased from the start: its sender is handed it after the commit, and the retry
+    job steps in only if that send has not finished (or not begun) within the lease.
+    """
+    now = timezone.now()
+    return OutboxEvent.objects.create(
+        kind=OutboxEvent.Kind.WEBHOOK,
+        site=site,
+        delivery_id=delivery_id,
+        payload=payload,
+        created_at=now,
+        next_attempt_at=now + timedelta(seconds=LEASE_SECONDS),
+    ).pk
+
+
+def mark_done(event_id: int, note: str = "") -> None:
+    """Mark a pending row delivered; `note` says why when it was settled without a send."""
+    fields: dict[str, Any] = {"status": OutboxEvent.Status.DONE, "done_at": timezone.now()}
+    if note:
+        fields["last_error"] = note
+    OutboxEvent.objects.filter(pk=event_id, status=OutboxEvent.Status.PENDING).update(**fields)
+
+
+def start_attempt(event_id: int, kind: str, now: datetime | None = None) -> OutboxEvent | None:
+    """Count a try before it is made and lease the row to it; None unless a pending `kind` row.
+
+    Counting first means a try that never finishes (its worker was killed) still counts, so a
+    row that keeps killing workers is given up after `max_attempts` like one that keeps failing.
+    """
+    now = now or timezone.now()
+    with transaction.atomic():
+        event = (
+            OutboxEvent.objects.select_for_update(of=("self",))
+            .select_related("site")
+            .filter(pk=event_id, kind=kind)
+            .first()
+        )
+        if event is None or event.status != OutboxEvent.Status.PENDING:
+            return None
+        if event.attempts >= _config()["max_attempts"]:
+            # The last allowed try began but never reported back.
+            event.status = OutboxEvent.Status.FAILED
+            event.last_error = f"try {event.attempts} of {event.attempts} did not finish"
+            event.save(update_fields=["status", "last_error"])
+            logger.error("outbox.failed", extra={"outbox": event.pk, "attempts": event.attempts})
+            return None
+        event.attempts += 1
+        event.next_attempt_at = now + timedelta(seconds=LEASE_SECONDS)
+        event.save(update_fields=["attempts", "next_attempt_at"])
+    return event
 
 
 def defer(event_id: int) -> None:
@@ -111,14 +173,20 @@ def backoff_seconds(attempts: int) -> float:
     return ceiling * random.uniform(0.5, 1.0)
 
 
-def mark_retry(event_id: int, error: str, now: datetime | None = None) -> str:
-    """Count a failed delivery; schedule the next try, or give up after the last one."""
+def mark_retry(
+    event_id: int, error: str, now: datetime | None = None, *, counted: bool = False
+) -> str:
+    """Count a failed delivery; schedule the next try, or give up after the last one.
+
+    `counted`: the try was already counted by `start_attempt`.
+    """
     now = now or timezone.now()
     with transaction.atomic():
         event = OutboxEvent.objects.select_for_update().get(pk=event_id)
         if event.status != OutboxEvent.Status.PENDING:
             return event.status
-        event.attempts += 1
+        if not counted:
+            event.attempts += 1
         event.last_error = error[:2000]
         if event.attempts >= _config()["max_attempts"]:
             event.status = OutboxEvent.Status.FAILED
@@ -129,8 +197,8 @@ def mark_retry(event_id: int, error: str, now: datetime | None = None) -> str:
     return event.status
 
 
-def claim_due(now: datetime | None = None) -> list[tuple[int, list[Send]]]:
-    """Rows whose turn has come, leased to this caller for a minute.
+def claim_due(now: datetime | None = None) -> list[Claimed]:
+    """Rows whose turn has come, leased to this caller for `LEASE_SECONDS`.
 
     Rows younger than `retry_after_seconds` are left to the relay that wrote them. The lease
     (next_attempt_at pushed forward) keeps two retry jobs from sending the same row at once;
@@ -146,11 +214,13 @@ def claim_due(now: datetime | None = None) -> list[tuple[int, list[Send]]]:
         ).order_by("next_attempt_at")
         if connection.features.has_select_for_update_skip_locked:
             due = due.select_for_update(skip_locked=True)
-        rows = list(due.values_list("pk", "sends")[: config["batch_size"]])
-        OutboxEvent.objects.filter(pk__in=[pk for pk, _ in rows]).update(
-            next_attempt_at=now + timedelta(seconds=60)
+        rows = list(due.values_list("pk", "kind", "sends")[: config["batch_size"]])
+        OutboxEvent.objects.filter(pk__in=[pk for pk, _, _ in rows]).update(
+            next_attempt_at=now + timedelta(seconds=LEASE_SECONDS)
         )
-    return [(pk, [(group, event) for group, event in sends]) for pk, sends in rows]
+    return [
+        Claimed(pk, kind, [(group, event) for group, event in sends]) for pk, kind, sends in rows
+    ]
 
 
 def retry_now(event_ids: list[int]) -> int:

@@ -7,7 +7,7 @@ from django.contrib.sessions.models import Session
 from django.db import connection
 from django.utils import timezone
 
-from chat import archive, delivery, outbox, partitions
+from chat import archive, delivery, outbox, partitions, webhooks
 
 logger = get_task_logger(__name__)
 
@@ -35,6 +35,22 @@ def ensure_message_partitions() -> list[str]:
 def relay_outbox() -> dict[str, int]:
     """Send the outbox rows the relay after commit could not; at least once, so idempotent."""
     return async_to_sync(delivery.relay_due)()
+
+
+# acks_late: the broker's message is acknowledged only when the task has finished, so a worker
+# that dies mid-send leaves it to be delivered again (after celery.visibility_timeout_seconds
+# on Redis); reject_on_worker_lost does the same when only the pool process dies. Running twice
+# is safe: `webhooks.send` sends only while the row is pending. No Celery retries: the outbox
+# schedules the next try itself, with its own backoff and attempt count.
+@shared_task(
+    name="chat.tasks.send_webhook",
+    acks_late=True,
+    reject_on_worker_lost=True,
+    ignore_result=True,
+)
+def send_webhook(event_id: int) -> str:
+    """POST one webhook outbox row to its site's receiver; at least once, so idempotent."""
+    return webhooks.send(event_id)
 
 
 @shared_task(name="chat.tasks.clear_outbox")

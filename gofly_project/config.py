@@ -30,7 +30,12 @@ DEFAULTS: dict[str, Any] = {
     "server": {"host": "127.0.0.1", "port": 8000, "workers": 1, "public_url": ""},
     "database": {"url": "", "conn_max_age": 60},
     "redis": {"hosts": []},
-    "celery": {"broker_url": "", "result_backend": ""},
+    "celery": {
+        "broker_url": "",
+        "result_backend": "",
+        "visibility_timeout_seconds": 300,
+        "webhook_queue": "",
+    },
     "messages": {
         "max_text_bytes": 16384,
         "rate_per_second": 5.0,
@@ -57,6 +62,7 @@ DEFAULTS: dict[str, Any] = {
         "batch_size": 100,
         "keep_done_hours": 24,
     },
+    "webhooks": {"timeout_seconds": 10.0},
     "archive": {"after_months": 3, "hour": 3, "mode": "schema", "directory": ""},
     "agents": {"offline_grace_seconds": 60, "away_after_seconds": 900},
 }
@@ -172,12 +178,27 @@ def load(env: dict[str, str] | None = None) -> dict[str, Any]:
         # The dashboard pings every 25 s; a shorter grace would take open dashboards offline.
         raise ConfigError("agents.offline_grace_seconds must be at least 30.")
     config["mode"] = "production" if path else "embedded"
+    _check_visibility_timeout(config)
     if config["mode"] == "production" and not config["secret_key"]:
         raise ConfigError(
             "Production mode needs a secret key: set secret_key in the config file "
             "or GOFLY_SECRET_KEY in the environment."
         )
     return config
+
+
+def _check_visibility_timeout(config: dict[str, Any]) -> None:
+    # A task still running when its visibility timeout passes is handed to a second worker
+    # while the first goes on, so the timeout must exceed the longest task; the webhook send,
+    # bounded by its HTTP timeout, is the one whose length a setting decides.
+    visibility = config["celery"]["visibility_timeout_seconds"]
+    timeout = config["webhooks"]["timeout_seconds"]
+    if visibility <= timeout:
+        raise ConfigError(
+            f"celery.visibility_timeout_seconds ({visibility}) must be longer than "
+            f"webhooks.timeout_seconds ({timeout}), or a webhook still being sent would be "
+            "handed to a second worker."
+        )
 
 
 def parse_database_url(url: str) -> DatabaseSettings:

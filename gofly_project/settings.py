@@ -159,9 +159,23 @@ CELERY_BROKER_URL = GOFLY["celery"]["broker_url"] or (
     GOFLY["redis"]["hosts"][0] if GOFLY["redis"]["hosts"] else "memory://"
 )
 CELERY_RESULT_BACKEND = GOFLY["celery"]["result_backend"] or None
+# Acknowledge a task when it has finished, not when it arrives, so a worker that dies holding
+# one leaves it to be delivered again; every task is written to be safe to run twice.
 CELERY_TASK_ACKS_LATE = True
+# A pool process killed mid-task (OOM, SIGKILL) sends its task back to the queue as well.
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
+# With late acks a worker holds what it prefetched; one at a time keeps the others free for it.
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# With Redis as broker, a message taken but never acknowledged (its worker died) comes back
+# only after this timeout; Celery's default is an hour. It must exceed the longest task, or a
+# task still running is given to a second worker too (gofly_project/config.py checks this).
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": GOFLY["celery"]["visibility_timeout_seconds"],
+    # Live workers look for such messages every 10 s, but kombu scans Redis only on every
+    # tenth look by default, so one could wait 100 s past its timeout; the scan is one small
+    # sorted-set query.
+    "unacked_restore_throttle": 1,
+}
 
 if GOFLY_MODE == "production":
     SESSION_COOKIE_SECURE = True

@@ -64,6 +64,35 @@ def test_unknown_key_in_file_names_the_key(tmp_path):
     assert str(error.value) == "Unknown config key 'server.prot'; see configs/example.yaml."
 
 
+def test_celery_visibility_timeout_reaches_the_broker_options(settings):
+    from gofly_project.celery import app
+
+    loaded = config.load(
+        {"GOFLY_CELERY_VISIBILITY_TIMEOUT_SECONDS": "5", "GOFLY_WEBHOOKS_TIMEOUT_SECONDS": "4"}
+    )
+    assert loaded["celery"]["visibility_timeout_seconds"] == 5
+    assert loaded["webhooks"]["timeout_seconds"] == 4.0
+    assert config.load({})["celery"]["visibility_timeout_seconds"] == 300
+    visibility = settings.GOFLY["celery"]["visibility_timeout_seconds"]
+    assert app.conf.broker_transport_options["visibility_timeout"] == visibility
+    assert app.conf.task_acks_late and app.conf.task_reject_on_worker_lost
+    assert app.conf.worker_prefetch_multiplier == 1
+
+
+def test_visibility_timeout_shorter_than_a_webhook_send_is_refused():
+    with pytest.raises(config.ConfigError) as error:
+        config.load(
+            {
+                "GOFLY_CELERY_VISIBILITY_TIMEOUT_SECONDS": "10",
+                "GOFLY_WEBHOOKS_TIMEOUT_SECONDS": "10",
+            }
+        )
+    assert str(error.value) == (
+        "celery.visibility_timeout_seconds (10) must be longer than webhooks.timeout_seconds "
+        "(10.0), or a webhook still being sent would be handed to a second worker."
+    )
+
+
 def test_bad_number_in_environment_names_the_variable():
     with pytest.raises(config.ConfigError) as error:
         config.load({"GOFLY_SERVER_PORT": "eighty"})
