@@ -2,7 +2,8 @@ from django.contrib import admin, messages
 from django.utils.translation import gettext_lazy as _
 
 from agents.models import Agent, AgentStatus, AgentStatusEvent, StatusTrigger
-from agents.status import change_status
+from agents.status import change_and_route
+from chat import assignment
 from chat.errors import GoflyError
 
 
@@ -22,6 +23,12 @@ class AgentAdmin(admin.ModelAdmin):
     readonly_fields = ["status", "status_trigger", "status_changed_at", "last_activity_at"]
     actions = ["set_offline"]
 
+    def save_related(self, request, form, formsets, change):
+        super().save_related(request, form, formsets, change)
+        # Sites or capacity may have changed: routing's seats follow, and the line may move.
+        # The notices go out with the outbox retry job, within seconds.
+        assignment.refresh_agent(form.instance.pk)
+
     @admin.action(description=_("Set the selected agents offline"))
     def set_offline(self, request, queryset):
         # Through the state machine, so the change is recorded and every dashboard sees it;
@@ -29,7 +36,7 @@ class AgentAdmin(admin.ModelAdmin):
         changed = 0
         for agent in queryset:
             try:
-                recorded = change_status(
+                recorded = change_and_route(
                     agent.pk,
                     AgentStatus.OFFLINE,
                     StatusTrigger.ADMIN,
@@ -39,7 +46,7 @@ class AgentAdmin(admin.ModelAdmin):
             except GoflyError as exc:
                 self.message_user(request, f"{agent}: {exc.detail}", messages.WARNING)
                 continue
-            changed += recorded is not None
+            changed += bool(recorded)
         self.message_user(request, _("%(count)d agents set offline.") % {"count": changed})
 
 

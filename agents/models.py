@@ -52,6 +52,10 @@ class Agent(models.Model):
     # closed); the presence sweep takes an agent offline once this is older than the grace.
     presence_seen_at = models.DateTimeField(null=True, blank=True, editable=False)
     last_activity_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # Open or pending conversations assigned to the agent; changed only by chat.assignment,
+    # under this row's lock, so it never exceeds max_concurrent_chats.
+    active_chats = models.PositiveSmallIntegerField(default=0, editable=False)
+    last_assigned_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         indexes = [
@@ -100,3 +104,27 @@ class AgentSocket(models.Model):
 
     def __str__(self) -> str:
         return self.channel_name
+
+
+class AgentSeat(models.Model):
+    """An agent's place in one routing pool (a site today), kept ready for routing.
+
+    One row per agent and pool, rewritten whenever the agent's status or load changes, so that
+    picking an agent is one index seek: available seats of the pool, most free first, then the
+    one idle longest. The agent row stays the truth; routing re-checks it under its lock.
+    """
+
+    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="seats")
+    pool = models.CharField(max_length=40)
+    available = models.BooleanField(default=False)
+    free = models.SmallIntegerField(default=0)
+    idle_since = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["agent", "pool"], name="seat_once_per_pool")]
+        indexes = [
+            models.Index(fields=["pool", "available", "-free", "idle_since"], name="seat_pick")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.agent} in {self.pool}"

@@ -22,6 +22,7 @@ from django.utils import timezone
 
 from agents.models import Agent, AgentSocket, AgentStatus, StatusTrigger
 from agents.status import change_status
+from chat import assignment
 from chat.errors import GoflyError
 from chat.outbox import Recorded
 
@@ -32,8 +33,8 @@ def _config() -> dict[str, Any]:
     return settings.GOFLY["agents"]
 
 
-def socket_opened(agent_id: int, channel_name: str) -> Recorded | None:
-    """Count the socket; an offline agent comes online."""
+def socket_opened(agent_id: int, channel_name: str) -> list[Recorded]:
+    """Count the socket; an offline agent comes online (and takes from the waiting line)."""
     now = timezone.now()
     with transaction.atomic():
         AgentSocket.objects.update_or_create(
@@ -41,12 +42,12 @@ def socket_opened(agent_id: int, channel_name: str) -> Recorded | None:
             defaults={"agent_id": agent_id, "opened_at": now, "seen_at": now},
         )
         Agent.objects.filter(pk=agent_id).update(presence_seen_at=now, last_activity_at=now)
-        if Agent.objects.get(pk=agent_id).status != AgentStatus.OFFLINE:
-            return None
-        return change_status(agent_id, AgentStatus.ONLINE, StatusTrigger.CONNECTED)
+    if Agent.objects.get(pk=agent_id).status != AgentStatus.OFFLINE:
+        return []
+    return _change(agent_id, AgentStatus.ONLINE, StatusTrigger.CONNECTED)
 
 
-def socket_seen(agent_id: int, channel_name: str, active: bool) -> Recorded | None:
+def socket_seen(agent_id: int, channel_name: str, active: bool) -> list[Recorded]:
     """A ping: the socket lives; with `active`, the agent used the dashboard since the last."""
     now = timezone.now()
     AgentSocket.objects.filter(channel_name=channel_name).update(seen_at=now)
@@ -54,19 +55,16 @@ def socket_seen(agent_id: int, channel_name: str, active: bool) -> Recorded | No
     if active:
         changes["last_activity_at"] = now
     Agent.objects.filter(pk=agent_id).update(**changes)
-    return note_activity(agent_id) if active else None
+    return note_activity(agent_id) if active else []
 
 
-def note_activity(agent_id: int) -> Recorded | None:
+def note_activity(agent_id: int) -> list[Recorded]:
     """The agent did something; undo an away the idle timer set (never a chosen one)."""
     Agent.objects.filter(pk=agent_id).update(last_activity_at=timezone.now())
     agent = Agent.objects.only("status", "status_trigger").get(pk=agent_id)
     if agent.status != AgentStatus.AWAY or agent.status_trigger != StatusTrigger.IDLE:
-        return None
-    try:
-        return change_status(agent_id, AgentStatus.ONLINE, StatusTrigger.ACTIVE)
-    except GoflyError:
-        return None  # the agent chose another status in between
+        return []
+    return _change(agent_id, AgentStatus.ONLINE, StatusTrigger.ACTIVE)
 
 
 def socket_closed(channel_name: str) -> None:
@@ -98,37 +96,47 @@ def sweep(now: datetime | None = None) -> list[Recorded]:
         Q(presence_seen_at__lt=gone_before) | Q(presence_seen_at__isnull=True)
     )
     for agent_id in gone.values_list("pk", flat=True):
-        recorded.append(_go_offline(agent_id, gone_before))
+        recorded += _change(
+            agent_id, AgentStatus.OFFLINE, StatusTrigger.DISCONNECTED, gone_before=gone_before
+        )
     idle_before = now - timedelta(seconds=config["away_after_seconds"])
     idle = Agent.objects.filter(status=AgentStatus.ONLINE, last_activity_at__lt=idle_before)
     for agent_id in idle.values_list("pk", flat=True):
-        recorded.append(_go_away(agent_id, idle_before))
-    return [r for r in recorded if r is not None]
+        recorded += _change(agent_id, AgentStatus.AWAY, StatusTrigger.IDLE, idle_before=idle_before)
+    return recorded
 
 
-def _go_offline(agent_id: int, gone_before: datetime) -> Recorded | None:
-    with transaction.atomic():
-        # Looked at again under the lock: a tab may have come back since the query.
-        agent = Agent.objects.select_for_update().get(pk=agent_id)
-        if agent.presence_seen_at is not None and agent.presence_seen_at >= gone_before:
-            return None
-        # Every socket stamps the agent when it stamps itself, so all of them are stale too.
-        AgentSocket.objects.filter(agent_id=agent_id).delete()
-        return _change(agent_id, AgentStatus.OFFLINE, StatusTrigger.DISCONNECTED)
+def _still_due(agent: Agent, gone_before: datetime | None, idle_before: datetime | None) -> bool:
+    if gone_before is not None:
+        return agent.presence_seen_at is None or agent.presence_seen_at < gone_before
+    if idle_before is not None:
+        return agent.last_activity_at is not None and agent.last_activity_at < idle_before
+    return True
 
 
-def _go_away(agent_id: int, idle_before: datetime) -> Recorded | None:
-    with transaction.atomic():
-        agent = Agent.objects.select_for_update().get(pk=agent_id)
-        if agent.last_activity_at is None or agent.last_activity_at >= idle_before:
-            return None
-        return _change(agent_id, AgentStatus.AWAY, StatusTrigger.IDLE)
-
-
-def _change(agent_id: int, to: str, trigger: str) -> Recorded | None:
+def _change(
+    agent_id: int,
+    to: str,
+    trigger: str,
+    *,
+    gone_before: datetime | None = None,
+    idle_before: datetime | None = None,
+) -> list[Recorded]:
+    """Change the status if the reason still holds under the agent's lock, then route."""
     try:
-        return change_status(agent_id, to, trigger)
+        with transaction.atomic():
+            # Looked at again under the lock: a tab may have come back since the query.
+            agent = Agent.objects.select_for_update().get(pk=agent_id)
+            if not _still_due(agent, gone_before, idle_before):
+                return []
+            if to == AgentStatus.OFFLINE:
+                # Every socket stamps the agent when it stamps itself: all of them are stale.
+                AgentSocket.objects.filter(agent_id=agent_id).delete()
+            recorded = change_status(agent_id, to, trigger)
     except GoflyError:
-        # The agent's status changed between the query and the lock; the next sweep looks again.
-        logger.info("presence.sweep_skipped", extra={"agent": agent_id, "to": to})
-        return None
+        # The status changed between the query and the lock; the next sweep looks again.
+        logger.info("presence.change_skipped", extra={"agent": agent_id, "to": to})
+        return []
+    if recorded is None:
+        return []
+    return [recorded, *assignment.after_status_change(agent_id, to)]

@@ -17,7 +17,7 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from agents.models import Agent, AgentStatus, AgentStatusEvent, StatusTrigger
-from chat import outbox
+from chat import assignment, outbox
 from chat.errors import ErrorCode, GoflyError
 from chat.outbox import Recorded, site_agents_group
 
@@ -98,6 +98,7 @@ def change_status(
         agent.status_trigger = trigger
         agent.status_changed_at = timezone.now()
         agent.save(update_fields=["status", "status_trigger", "status_changed_at"])
+        assignment.sync_seats(agent)
         AgentStatusEvent.objects.create(
             agent=agent,
             from_status=previous,
@@ -120,11 +121,30 @@ def change_status(
     return recorded
 
 
-def choose(agent_id: int, to: Any, actor: AbstractBaseUser) -> Recorded | None:
+def change_and_route(
+    agent_id: int,
+    to: str,
+    trigger: str,
+    *,
+    actor: AbstractBaseUser | None = None,
+    reason: str = "",
+) -> list[Recorded]:
+    """`change_status`, then what the new status means for the waiting line.
+
+    Must not run inside a transaction: the line is worked on after the change has committed,
+    one conversation per transaction, because routing locks a conversation before its agent.
+    """
+    recorded = change_status(agent_id, to, trigger, actor=actor, reason=reason)
+    if recorded is None:
+        return []
+    return [recorded, *assignment.after_status_change(agent_id, to)]
+
+
+def choose(agent_id: int, to: Any, actor: AbstractBaseUser) -> list[Recorded]:
     """The agent picked a status in the dashboard."""
     if to not in CHOOSABLE:
         raise GoflyError(
             ErrorCode.INVALID,
             _("Pick one of: online, away, busy."),
         )
-    return change_status(agent_id, to, T.CHOSEN, actor=actor)
+    return change_and_route(agent_id, to, T.CHOSEN, actor=actor)

@@ -22,7 +22,7 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from chat import errors, outbox, webhooks
+from chat import assignment, errors, outbox, webhooks
 from chat.errors import ErrorCode, GoflyError
 from chat.models import Conversation, Message, Site, Upload, Visitor
 from chat.outbox import Recorded
@@ -284,7 +284,11 @@ def _store_message(
 
 
 def _posted(
-    message: Message, conversation: Conversation, created: bool, changed: bool
+    message: Message,
+    conversation: Conversation,
+    created: bool,
+    changed: bool,
+    extra: list[outbox.Send] | None = None,
 ) -> PostedMessage:
     """Record the fan-out and the site's webhook in the outbox, inside the caller's transaction.
 
@@ -304,6 +308,7 @@ def _posted(
             sends += outbox.conversation_sends(
                 conversation.site_id, conversation.visitor_id, conversation_summary(conversation)
             )
+        sends += extra or []
         recorded = Recorded(outbox.record(sends), sends)
     return PostedMessage(
         frame=frame,
@@ -343,9 +348,10 @@ def post_visitor_message(
     """Store a visitor's message in its current conversation, opening or reopening one."""
     with transaction.atomic():
         conversation = _lock_current_conversation(visitor_id)
-        changed = False
+        changed = opened = False
         if conversation is None:
             conversation, changed = _open_conversation(visitor_id)
+            opened = changed
         upload = check_upload(
             upload_id, site_id=conversation.site_id, visitor_id=visitor_id, user_id=None
         )
@@ -370,8 +376,11 @@ def post_visitor_message(
                     {"kind": Message.SenderKind.VISITOR, "id": conversation.visitor.public_id},
                 )
             conversation.save(update_fields=fields)
+        # A new or reopened conversation needs a human: route it in the same transaction, so
+        # the stored message, its assignment and both notices commit together.
+        routed = assignment.route(conversation) if created and (opened or changed) else []
         message.conversation = conversation
-        return _posted(message, conversation, created, changed)
+        return _posted(message, conversation, created, changed, routed)
 
 
 def post_agent_message(
@@ -406,11 +415,12 @@ def post_agent_message(
             upload=upload,
         )
         changed = False
+        line: list[outbox.Send] = []
         if created:
             fields = ["last_seq", "last_message_at", "last_message_preview"]
             if conversation.assignee_id is None:
-                conversation.assignee = user
-                fields.append("assignee")
+                line = assignment.take(conversation, user)
+                fields += ["assignee", "waiting_since"]
                 changed = True
             if conversation.first_agent_reply_at is None:
                 conversation.first_agent_reply_at = message.created_at
@@ -420,7 +430,7 @@ def post_agent_message(
             fields.append("agent_read_seq")
             conversation.save(update_fields=fields)
         message.conversation = conversation
-        return _posted(message, conversation, created, changed)
+        return _posted(message, conversation, created, changed, line)
 
 
 def history_queryset(conversation: Conversation, after_seq: int) -> QuerySet[Message]:
@@ -514,8 +524,21 @@ def conversation_detail(conversation: Conversation) -> dict[str, Any]:
     return summary
 
 
-def set_conversation_status(user: AbstractBaseUser, conversation_id: Any, status: Any) -> Recorded:
-    """Change a conversation's status and record the notice to its agents and visitor."""
+@dataclass(frozen=True)
+class StatusChanged:
+    """The notice to relay, and the site whose waiting line may move (a slot was freed)."""
+
+    recorded: Recorded
+    freed_site_id: int | None
+
+
+def set_conversation_status(
+    user: AbstractBaseUser, conversation_id: Any, status: Any
+) -> StatusChanged:
+    """Change a conversation's status and record the notice to its agents and visitor.
+
+    Resolving gives the assignee's slot back; reopening routes the conversation again.
+    """
     if status not in Conversation.Status.values:
         raise errors.invalid(_("The field 'status' must be open, pending or resolved."))
     with transaction.atomic():
@@ -529,6 +552,12 @@ def set_conversation_status(user: AbstractBaseUser, conversation_id: Any, status
         conversation.status = status
         conversation.resolved_at = timezone.now() if status == "resolved" else None
         conversation.save(update_fields=["status", "resolved_at"])
+        routed: list[outbox.Send] = []
+        freed = previous in assignment.HOLDS_SLOT and status == Conversation.Status.RESOLVED
+        if freed:
+            assignment.release(conversation)
+        elif previous == Conversation.Status.RESOLVED and status in assignment.HOLDS_SLOT:
+            routed = assignment.route(conversation)
         if previous != status:
             webhooks.record_status_change(
                 conversation, previous, {"kind": Message.SenderKind.AGENT, "id": user.pk}
@@ -536,9 +565,9 @@ def set_conversation_status(user: AbstractBaseUser, conversation_id: Any, status
         sends = outbox.conversation_sends(
             conversation.site_id, conversation.visitor_id, conversation_summary(conversation)
         )
-        recorded = Recorded(outbox.record(sends), sends)
+        recorded = Recorded(outbox.record(sends + routed), sends + routed)
     logger.info("conversation.status", extra={"conversation": conversation.pk, "status": status})
-    return recorded
+    return StatusChanged(recorded, conversation.site_id if freed else None)
 
 
 def mark_read_by_agent(user: AbstractBaseUser, conversation_id: Any, seq: Any) -> Conversation:

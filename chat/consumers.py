@@ -23,7 +23,7 @@ from django.utils.translation import gettext
 from agents import presence
 from agents import status as agent_status
 from agents.models import Agent
-from chat import actions, delivery, errors, protocol
+from chat import actions, assignment, delivery, errors, protocol
 from chat.errors import ErrorCode, GoflyError
 from chat.models import Conversation, Site, Visitor
 from chat.tokens import read_visitor_token
@@ -165,6 +165,7 @@ def _visitor_state(visitor_id: int) -> tuple[Visitor, dict | None] | None:
             "last_seq": conversation.last_seq,
             "read_seq": conversation.visitor_read_seq,
             "agent_read_seq": conversation.agent_read_seq,
+            "queue_position": assignment.queue_position(conversation),
         }
     return visitor, state
 
@@ -254,6 +255,9 @@ class VisitorConsumer(ChatConsumer):
     async def chat_read(self, event: dict) -> None:
         await self.send_frame(event["frame"])
 
+    async def chat_queue(self, event: dict) -> None:
+        await self.send_frame(event["frame"])
+
 
 def _agent_identity(user: Any) -> tuple[list[int], dict[str, Any], int | None] | None:
     """The sites whose groups the agent joins, how it is named and its Agent id (None for a
@@ -310,7 +314,7 @@ class AgentConsumer(ChatConsumer):
             self.activity_written = time.monotonic()
             # Announced to the others before this socket joins: it learns its own status from
             # the ready frame, read after joining, so no change in between is missed.
-            await self.relay(await db(presence.socket_opened)(agent_id, self.channel_name))
+            await self.relay_all(await db(presence.socket_opened)(agent_id, self.channel_name))
         for site_id in site_ids:
             await self.join(delivery.site_agents_group(site_id))
         await self.accept()
@@ -328,9 +332,9 @@ class AgentConsumer(ChatConsumer):
                 # The sweep still takes the agent offline once pings stop: nothing is lost.
                 logger.exception("consumer.presence_close_failed")
 
-    async def relay(self, recorded: Any) -> None:
-        if recorded is not None:
-            await delivery.relay(recorded.outbox_id, recorded.sends)
+    async def relay_all(self, recorded: list[Any]) -> None:
+        for item in recorded:
+            await delivery.relay(item.outbox_id, item.sends)
 
     async def note_activity(self) -> None:
         if self.agent_id is None or time.monotonic() - self.activity_written < (
@@ -338,14 +342,14 @@ class AgentConsumer(ChatConsumer):
         ):
             return
         self.activity_written = time.monotonic()
-        await self.relay(await db(presence.note_activity)(self.agent_id))
+        await self.relay_all(await db(presence.note_activity)(self.agent_id))
 
     async def frame_ping(self, frame: dict) -> None:
         if self.agent_id is not None:
             active = frame.get("active") is True
             if active:
                 self.activity_written = time.monotonic()
-            await self.relay(
+            await self.relay_all(
                 await db(presence.socket_seen)(self.agent_id, self.channel_name, active)
             )
         await super().frame_ping(frame)
@@ -355,7 +359,7 @@ class AgentConsumer(ChatConsumer):
             raise GoflyError(
                 ErrorCode.FORBIDDEN, gettext("Only agents have a status; this account has none.")
             )
-        await self.relay(
+        await self.relay_all(
             await db(agent_status.choose)(self.agent_id, frame.get("status"), self.user)
         )
 
@@ -415,10 +419,12 @@ class AgentConsumer(ChatConsumer):
 
     async def frame_status(self, frame: dict) -> None:
         await self.note_activity()
-        recorded = await db(actions.set_conversation_status)(
+        changed = await db(actions.set_conversation_status)(
             self.user, frame.get("conversation"), frame.get("status")
         )
-        await delivery.relay(recorded.outbox_id, recorded.sends)
+        await delivery.relay(changed.recorded.outbox_id, changed.recorded.sends)
+        if changed.freed_site_id is not None:
+            await self.relay_all(await db(assignment.fill_from_queue)(changed.freed_site_id))
 
     # Channel-layer events ---------------------------------------------------------------------
 

@@ -131,9 +131,15 @@ class Conversation(models.Model):
     last_message_preview = models.CharField(max_length=200, blank=True)
     agent_read_seq = models.PositiveBigIntegerField(default=0)
     visitor_read_seq = models.PositiveBigIntegerField(default=0)
+    # Set while the conversation waits in its site's line for an agent (chat.assignment).
+    waiting_since = models.DateTimeField(null=True, blank=True)
 
     class Meta:
-        indexes = [models.Index(fields=["site", "status", "-last_message_at"])]
+        indexes = [
+            models.Index(fields=["site", "status", "-last_message_at"]),
+            models.Index(fields=["site", "waiting_since"], name="conversation_line"),
+            models.Index(fields=["assignee", "status"], name="conversation_assignee"),
+        ]
 
     def __str__(self) -> str:
         return f"#{self.pk} {self.visitor}"

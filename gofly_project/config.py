@@ -65,6 +65,7 @@ DEFAULTS: dict[str, Any] = {
     "webhooks": {"timeout_seconds": 10.0},
     "archive": {"after_months": 3, "hour": 3, "mode": "schema", "directory": ""},
     "agents": {"offline_grace_seconds": 60, "away_after_seconds": 900},
+    "routing": {"requeue_on_offline": True},
 }
 
 # Keys whose environment override is a comma-separated list rather than a scalar.

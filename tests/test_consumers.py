@@ -50,6 +50,19 @@ async def receive_until(socket: WebsocketCommunicator, kind: str, **fields) -> d
     raise AssertionError(f"no {kind!r} frame with {fields} in 50 frames")
 
 
+async def frame_types(socket: WebsocketCommunicator, seconds: float = 0.3) -> list[str]:
+    """The types of the frames that arrive until none has for `seconds`.
+
+    A timed-out receive cancels the communicator's application, so this asks first.
+    """
+    types = []
+    for _ in range(50):
+        if await socket.receive_nothing(timeout=seconds):
+            break
+        types.append((await socket.receive_json_from(timeout=TIMEOUT))["type"])
+    return types
+
+
 async def send_message(socket, client_id: str, body: str, **extra) -> dict:
     await socket.send_json_to({"type": "message", "client_id": client_id, "body": body, **extra})
     return await receive_until(socket, "ack")
@@ -308,11 +321,39 @@ async def test_agent_of_another_site_cannot_reach_the_conversation(site, other_s
     await agent.disconnect()
 
 
-async def test_reply_assigns_and_hides_conversation_from_colleague(site, agent_alice, agent_bob):
+async def test_a_new_conversation_goes_to_one_agent_and_stays_hidden_from_the_other(
+    site, agent_alice, agent_bob
+):
     alice, _ = await open_agent(agent_alice.user)
     bob, _ = await open_agent(agent_bob.user)
     visitor, _ = await open_visitor(await visitor_token(site))
     ack = await send_message(visitor, "v-1", "hello")
+
+    # Alice has been idle longest with as much room as Bob: routing picks her.
+    first = await receive_until(alice, "message", seq=1)
+    assert first["body"] == "hello"
+    await send_message(visitor, "v-2", "thanks Alice")
+    await receive_until(alice, "message", body="thanks Alice")
+    assert "message" not in await frame_types(bob)
+    assigned = await database_sync_to_async(
+        lambda: Conversation.objects.get(pk=ack["conversation"]).assignee_id
+    )()
+    assert assigned == agent_alice.user.pk
+    for socket in (alice, bob, visitor):
+        await socket.disconnect()
+
+
+async def test_a_reply_takes_a_waiting_conversation_and_hides_it_from_colleagues(
+    site, agent_alice, agent_bob
+):
+    alice, _ = await open_agent(agent_alice.user)
+    bob, _ = await open_agent(agent_bob.user)
+    for socket in (alice, bob):  # nobody free: the visitor waits, both agents see the line
+        await socket.send_json_to({"type": "agent_status", "status": "busy"})
+        await receive_until(socket, "agent_status", status="busy")
+    visitor, _ = await open_visitor(await visitor_token(site))
+    ack = await send_message(visitor, "v-1", "hello")
+    assert (await receive_until(visitor, "queue"))["position"] == 1
     assert (await receive_until(bob, "message"))["seq"] == 1
 
     await send_message(alice, "a-1", "Alice here", conversation=ack["conversation"])
@@ -320,13 +361,14 @@ async def test_reply_assigns_and_hides_conversation_from_colleague(site, agent_a
         "type": "conversation_removed",
         "conversation": ack["conversation"],
     }
+    assert await receive_until(visitor, "queue") == {
+        "type": "queue",
+        "conversation": ack["conversation"],
+        "position": None,
+    }
     await send_message(visitor, "v-2", "thanks Alice")
     await receive_until(alice, "message", body="thanks Alice")
-    assert await bob.receive_nothing(timeout=0.3)
-    assigned = await database_sync_to_async(
-        lambda: Conversation.objects.get(pk=ack["conversation"]).assignee_id
-    )()
-    assert assigned == agent_alice.user.pk
+    assert "message" not in await frame_types(bob)
     for socket in (alice, bob, visitor):
         await socket.disconnect()
 

@@ -27,13 +27,16 @@ def test_message_and_its_outbox_row_are_written_together(site):
     rows = list(OutboxEvent.objects.order_by("id"))
     assert [row.pk for row in rows] == [first.recorded.outbox_id, second.recorded.outbox_id]
     assert all(row.status == "pending" for row in rows)
-    # The first message opened the conversation: agents and visitor also hear of that.
-    assert [group for group, _ in rows[0].sends] == [
-        f"visitor.{visitor.pk}",
-        f"site.{site.pk}.agents",
-        f"site.{site.pk}.agents",
-        f"visitor.{visitor.pk}",
+    # The first message opened the conversation: agents and visitor also hear of that, and,
+    # with no agent online, the visitor learns its place in the line.
+    assert [(group, event["type"]) for group, event in rows[0].sends] == [
+        (f"visitor.{visitor.pk}", "chat.message"),
+        (f"site.{site.pk}.agents", "chat.message"),
+        (f"site.{site.pk}.agents", "chat.conversation"),
+        (f"visitor.{visitor.pk}", "chat.conversation"),
+        (f"visitor.{visitor.pk}", "chat.queue"),
     ]
+    assert rows[0].sends[-1][1]["frame"]["position"] == 1
     assert [event["type"] for _, event in rows[1].sends] == ["chat.message", "chat.message"]
     assert repeat.recorded is None
 
