@@ -31,6 +31,16 @@ class StatusTrigger(models.TextChoices):
     ADMIN = "admin", _("Set by an administrator")
 
 
+class Team(models.Model):
+    """A group of agents; a site can route its conversations to one, and agents transfer to it."""
+
+    name = models.CharField(max_length=100, unique=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return self.name
+
+
 class Agent(models.Model):
     user = models.OneToOneField(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="agent"
@@ -38,6 +48,7 @@ class Agent(models.Model):
     display_name = models.CharField(max_length=100)
     avatar = models.FileField(upload_to="avatars/", blank=True)
     sites = models.ManyToManyField("chat.Site", related_name="agents", blank=True)
+    teams = models.ManyToManyField(Team, related_name="members", blank=True)
     max_concurrent_chats = models.PositiveSmallIntegerField(
         default=10, help_text=_("How many open conversations this agent takes at once.")
     )
@@ -107,7 +118,7 @@ class AgentSocket(models.Model):
 
 
 class AgentSeat(models.Model):
-    """An agent's place in one routing pool (a site today), kept ready for routing.
+    """An agent's place in one routing pool (a site or a team), kept ready for routing.
 
     One row per agent and pool, rewritten whenever the agent's status or load changes, so that
     picking an agent is one index seek: available seats of the pool, most free first, then the

@@ -339,7 +339,11 @@ def _open_conversation(visitor_id: int) -> tuple[Conversation, bool]:
     conversation = _lock_current_conversation(visitor_id)
     if conversation is not None:
         return conversation, False
-    return Conversation.objects.create(site_id=visitor.site_id, visitor=visitor), True
+    team_id = Site.objects.filter(pk=visitor.site_id).values_list("team_id", flat=True).get()
+    conversation = Conversation.objects.create(
+        site_id=visitor.site_id, visitor=visitor, team_id=team_id
+    )
+    return conversation, True
 
 
 def post_visitor_message(
@@ -526,10 +530,10 @@ def conversation_detail(conversation: Conversation) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class StatusChanged:
-    """The notice to relay, and the site whose waiting line may move (a slot was freed)."""
+    """The notice to relay, and the pool whose waiting line may move (a slot was freed)."""
 
     recorded: Recorded
-    freed_site_id: int | None
+    freed_pool: str | None
 
 
 def set_conversation_status(
@@ -567,7 +571,7 @@ def set_conversation_status(
         )
         recorded = Recorded(outbox.record(sends + routed), sends + routed)
     logger.info("conversation.status", extra={"conversation": conversation.pk, "status": status})
-    return StatusChanged(recorded, conversation.site_id if freed else None)
+    return StatusChanged(recorded, assignment.pool_of(conversation) if freed else None)
 
 
 def mark_read_by_agent(user: AbstractBaseUser, conversation_id: Any, seq: Any) -> Conversation:

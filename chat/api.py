@@ -14,7 +14,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from chat import actions, errors, uploads
+from chat import actions, errors, teamwork, uploads
 from chat.errors import ErrorCode, GoflyError
 from chat.models import Conversation
 from chat.tokens import VisitorClaim, read_visitor_token
@@ -108,14 +108,16 @@ class ConversationListView(APIView):
 
 
 class ConversationDetailView(APIView):
-    """`GET /api/agent/v1/conversations/<id>`: the conversation and its visitor's details."""
+    """`GET /api/agent/v1/conversations/<id>`: the conversation, its visitor, its private notes."""
 
     def get(self, request: Request, conversation_id: int) -> Response:
         conversation = actions.check_agent_conversation(request.user, conversation_id)
         conversation = Conversation.objects.select_related("visitor", "assignee__agent").get(
             pk=conversation.pk
         )
-        return Response(actions.conversation_detail(conversation))
+        detail = actions.conversation_detail(conversation)
+        detail["notes"] = teamwork.notes_of(conversation)
+        return Response(detail)
 
 
 def _bearer_token(request: HttpRequest) -> str | None:

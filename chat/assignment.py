@@ -1,20 +1,22 @@
 """Routing: which agent takes a conversation that needs a human, and the waiting line.
 
 A decision costs the same whatever the number of agents or conversations. Each agent has a seat
-per pool (a site) in AgentSeat, rewritten whenever its status or load changes; picking an agent
-reads the first available seat of the pool from an index ordered by free capacity, then by the
-longest idle. The chosen agent's row is then locked and checked again (online, under its
-maximum), so two processes routing at once can never push an agent over capacity, and the
-conversation row, locked by the caller, can never be assigned twice. The seats only speed the
-choice up; the agent row stays the truth. The reasons for this over Redis sorted sets are in
-docs/architecture.md.
+per pool (each of its sites and teams) in AgentSeat, rewritten whenever its status or load
+changes; picking an agent reads the first available seat of the pool from an index ordered by
+free capacity, then by the longest idle. The chosen agent's row is then locked and checked
+again (online, under its maximum), so two processes routing at once can never push an agent
+over capacity, and the conversation row, locked by the caller, can never be assigned twice.
+The seats only speed the choice up; the agent row stays the truth. The reasons for this over
+Redis sorted sets are in docs/architecture.md.
 
 Lock order, everywhere: conversation, then agent, then the agent's seats. Work that starts
 from an agent (it went offline, came online) therefore runs after the agent's own transaction,
 one conversation per transaction.
 
-When nobody is free the conversation waits (`waiting_since`); the line is first come, first
-served per site, and every waiting visitor is told its position whenever the line moves.
+A conversation belongs to its team's pool when it has a team (the site routes to one, or it was
+transferred to one), else to its site's. When nobody in the pool is free the conversation waits
+(`waiting_since`); each pool's line is first come, first served, and every waiting visitor is
+told its position whenever the line moves.
 """
 
 from __future__ import annotations
@@ -49,6 +51,33 @@ def site_pool(site_id: int) -> str:
     return f"site:{site_id}"
 
 
+def team_pool(team_id: int) -> str:
+    return f"team:{team_id}"
+
+
+def pool_of(conversation: Conversation) -> str:
+    """Whose line a conversation is in: its team's when it has one, else its site's."""
+    if conversation.team_id is not None:
+        return team_pool(conversation.team_id)
+    return site_pool(conversation.site_id)
+
+
+def _pool_key(pool: str) -> tuple[str, int]:
+    kind, _, key = pool.partition(":")
+    return kind, int(key)
+
+
+def agent_pools(agent: Agent) -> set[str]:
+    sites = {site_pool(pk) for pk in agent.sites.values_list("id", flat=True)}
+    return sites | {team_pool(pk) for pk in agent.teams.values_list("id", flat=True)}
+
+
+def _in_pool(agent: Agent, pool: str) -> bool:
+    kind, key = _pool_key(pool)
+    members = agent.teams if kind == "team" else agent.sites
+    return members.filter(pk=key).exists()
+
+
 def _config() -> dict[str, Any]:
     return settings.GOFLY["routing"]
 
@@ -59,7 +88,7 @@ def _config() -> dict[str, Any]:
 
 def sync_seats(agent: Agent) -> None:
     """Rewrite the agent's seats from its row. The caller holds the agent's row lock."""
-    pools = {site_pool(site_id) for site_id in agent.sites.values_list("id", flat=True)}
+    pools = agent_pools(agent)
     values = {
         "available": agent.status == AgentStatus.ONLINE
         and agent.active_chats < agent.max_concurrent_chats,
@@ -80,8 +109,8 @@ def refresh_agent(agent_id: int) -> list[Recorded]:
     with transaction.atomic():
         agent = Agent.objects.select_for_update().get(pk=agent_id)
         sync_seats(agent)
-        site_ids = list(agent.sites.values_list("id", flat=True))
-    return [r for site_id in site_ids for r in fill_from_queue(site_id)]
+        pools = sorted(agent_pools(agent))
+    return [r for pool in pools for r in fill_from_queue(pool)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -93,7 +122,7 @@ def _try_agent(agent_id: int, conversation: Conversation) -> bool:
     if agent.status != AgentStatus.ONLINE or agent.active_chats >= agent.max_concurrent_chats:
         sync_seats(agent)  # the seat said otherwise: it was stale, repair it
         return False
-    if not agent.sites.filter(pk=conversation.site_id).exists():
+    if not _in_pool(agent, pool_of(conversation)):
         return False
     now = timezone.now()
     agent.active_chats += 1
@@ -126,7 +155,7 @@ def take(conversation: Conversation, user: Any) -> list[Send]:
     # Saved by the caller; until then the line query still sees this conversation waiting.
     return [
         _queue_send(conversation.pk, conversation.visitor_id, None),
-        *queue_sends(conversation.site_id, leaving=conversation.pk),
+        *queue_sends(pool_of(conversation), leaving=conversation.pk),
     ]
 
 
@@ -168,7 +197,7 @@ def assign(conversation: Conversation) -> bool:
     conversation.assignee_id = None
     if previous is not None and _try_agent(previous, conversation):
         return True
-    pool = site_pool(conversation.site_id)
+    pool = pool_of(conversation)
     tried: set[int] = set()
     for _ in range(MAX_TRIES):
         agent_id = (
@@ -202,7 +231,7 @@ def route(conversation: Conversation) -> list[Send]:
     )
     if assigned:
         return [_queue_send(conversation.pk, conversation.visitor_id, None)]
-    return queue_sends(conversation.site_id)
+    return queue_sends(pool_of(conversation))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -214,15 +243,18 @@ def _queue_send(conversation_id: int, visitor_id: int, position: int | None) -> 
     return (visitor_group(visitor_id), {"type": "chat.queue", "frame": frame})
 
 
-def waiting(site_id: int):
+def waiting(pool: str):
+    """The pool's line, head first. A site's line holds the conversations without a team."""
+    kind, key = _pool_key(pool)
+    where = {"team_id": key} if kind == "team" else {"site_id": key, "team__isnull": True}
     return Conversation.objects.filter(
-        site_id=site_id, waiting_since__isnull=False, assignee__isnull=True
+        waiting_since__isnull=False, assignee__isnull=True, **where
     ).order_by("waiting_since", "id")
 
 
-def queue_sends(site_id: int, leaving: int | None = None) -> list[Send]:
+def queue_sends(pool: str, leaving: int | None = None) -> list[Send]:
     """Every waiting visitor's position, 1 for the head of the line (without `leaving`)."""
-    line = waiting(site_id).exclude(pk=leaving).values_list("pk", "visitor_id")
+    line = waiting(pool).exclude(pk=leaving).values_list("pk", "visitor_id")
     line = line[:QUEUE_NOTIFY_LIMIT]
     return [
         _queue_send(pk, visitor_id, position)
@@ -233,18 +265,18 @@ def queue_sends(site_id: int, leaving: int | None = None) -> list[Send]:
 def queue_position(conversation: Conversation) -> int | None:
     if conversation.waiting_since is None or conversation.assignee_id is not None:
         return None
-    ahead = waiting(conversation.site_id).filter(waiting_since__lt=conversation.waiting_since)
+    ahead = waiting(pool_of(conversation)).filter(waiting_since__lt=conversation.waiting_since)
     return ahead.count() + 1
 
 
-def fill_from_queue(site_id: int) -> list[Recorded]:
-    """Assign the head of the site's line while agents have room; one transaction each."""
+def fill_from_queue(pool: str) -> list[Recorded]:
+    """Assign the head of the pool's line while agents have room; one transaction each."""
     from chat.actions import conversation_summary
 
     recorded = []
     for _ in range(FILL_LIMIT):
         with transaction.atomic():
-            heads = waiting(site_id).select_related("visitor", "assignee__agent")
+            heads = waiting(pool).select_related("visitor", "assignee__agent")
             if connection.features.has_select_for_update_skip_locked:
                 # A head being assigned by another process is skipped, not waited for.
                 heads = heads.select_for_update(of=("self",), skip_locked=True)
@@ -254,10 +286,12 @@ def fill_from_queue(site_id: int) -> list[Recorded]:
             if head is None or not assign(head):
                 break
             head.save(update_fields=["assignee", "waiting_since"])
-            sends = outbox.conversation_sends(site_id, head.visitor_id, conversation_summary(head))
-            sends += [_queue_send(head.pk, head.visitor_id, None), *queue_sends(site_id)]
+            sends = outbox.conversation_sends(
+                head.site_id, head.visitor_id, conversation_summary(head)
+            )
+            sends += [_queue_send(head.pk, head.visitor_id, None), *queue_sends(pool)]
             recorded.append(outbox.record_sends(sends))
-        logger.info("routing.dequeued", extra={"conversation": head.pk, "site": site_id})
+        logger.info("routing.dequeued", extra={"conversation": head.pk, "pool": pool})
     return recorded
 
 
@@ -300,7 +334,6 @@ def after_status_change(agent_id: int, status: str) -> list[Recorded]:
         recorded += requeue_agent(agent_id)
     elif status != AgentStatus.ONLINE:
         return recorded
-    site_ids = list(Agent.objects.get(pk=agent_id).sites.values_list("id", flat=True))
-    for site_id in site_ids:
-        recorded += fill_from_queue(site_id)
+    for pool in sorted(agent_pools(Agent.objects.get(pk=agent_id))):
+        recorded += fill_from_queue(pool)
     return recorded

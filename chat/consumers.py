@@ -22,8 +22,8 @@ from django.utils.translation import gettext
 
 from agents import presence
 from agents import status as agent_status
-from agents.models import Agent
-from chat import actions, assignment, delivery, errors, protocol
+from agents.models import Agent, Team
+from chat import actions, assignment, delivery, errors, protocol, teamwork
 from chat.errors import ErrorCode, GoflyError
 from chat.models import Conversation, Site, Visitor
 from chat.tokens import read_visitor_token
@@ -278,6 +278,7 @@ def _team(site_ids: list[int], agent_id: int | None) -> dict[str, Any]:
     mine = next((a.status for a in agents if a.pk == agent_id), None)
     return {
         "status": mine,
+        "teams": [{"id": t.pk, "name": t.name} for t in Team.objects.order_by("name")],
         "agents": [
             {"id": a.user_id, "name": str(a), "status": a.status}
             for a in sorted(agents, key=lambda a: str(a).lower())
@@ -293,7 +294,17 @@ class AgentConsumer(ChatConsumer):
     """`/ws/agent/`: an agent's live view of its sites, authenticated by the session cookie."""
 
     frame_types = frozenset(
-        {"message", "resume", "typing", "read", "status", "agent_status", "ping"}
+        {
+            "message",
+            "resume",
+            "typing",
+            "read",
+            "status",
+            "agent_status",
+            "transfer",
+            "note",
+            "ping",
+        }
     )
 
     async def connect(self) -> None:
@@ -353,6 +364,28 @@ class AgentConsumer(ChatConsumer):
                 await db(presence.socket_seen)(self.agent_id, self.channel_name, active)
             )
         await super().frame_ping(frame)
+
+    async def frame_transfer(self, frame: dict) -> None:
+        await self.note_activity()
+        recorded = await db(teamwork.transfer)(
+            self.user,
+            frame.get("conversation"),
+            to_agent=frame.get("agent"),
+            to_team=frame.get("team"),
+            note=frame.get("note"),
+        )
+        await self.relay_all([recorded])
+
+    async def frame_note(self, frame: dict) -> None:
+        await self.note_activity()
+        client_id = frame.get("client_id")
+        recorded = await db(teamwork.add_note)(
+            self.user,
+            frame.get("conversation"),
+            frame.get("body"),
+            client_id if isinstance(client_id, str) and len(client_id) <= 64 else None,
+        )
+        await self.relay_all([recorded])
 
     async def frame_agent_status(self, frame: dict) -> None:
         if self.agent_id is None:
@@ -423,8 +456,8 @@ class AgentConsumer(ChatConsumer):
             self.user, frame.get("conversation"), frame.get("status")
         )
         await delivery.relay(changed.recorded.outbox_id, changed.recorded.sends)
-        if changed.freed_site_id is not None:
-            await self.relay_all(await db(assignment.fill_from_queue)(changed.freed_site_id))
+        if changed.freed_pool is not None:
+            await self.relay_all(await db(assignment.fill_from_queue)(changed.freed_pool))
 
     # Channel-layer events ---------------------------------------------------------------------
 
@@ -450,3 +483,7 @@ class AgentConsumer(ChatConsumer):
 
     async def chat_agent_status(self, event: dict) -> None:
         await self.send_frame(event["frame"])
+
+    async def chat_note(self, event: dict) -> None:
+        if self.sees(event["assignee"]):
+            await self.send_frame(event["frame"])

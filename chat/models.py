@@ -42,6 +42,14 @@ class Site(models.Model):
     widget_color = models.CharField(max_length=7, default="#1f6feb")
     welcome_message = models.TextField(blank=True, default="Hi! How can we help?")
     default_language = models.CharField(max_length=10, choices=settings.LANGUAGES, default="en")
+    team = models.ForeignKey(
+        "agents.Team",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="sites",
+        help_text=_("Route this site's conversations to this team instead of all its agents."),
+    )
     typing_preview = models.BooleanField(
         default=True, help_text=_("Show agents what the visitor is typing before it is sent.")
     )
@@ -131,13 +139,18 @@ class Conversation(models.Model):
     last_message_preview = models.CharField(max_length=200, blank=True)
     agent_read_seq = models.PositiveBigIntegerField(default=0)
     visitor_read_seq = models.PositiveBigIntegerField(default=0)
-    # Set while the conversation waits in its site's line for an agent (chat.assignment).
+    # The team responsible, when the site routes to one or the conversation was transferred.
+    team = models.ForeignKey(
+        "agents.Team", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # Set while the conversation waits in its line for an agent (chat.assignment).
     waiting_since = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         indexes = [
             models.Index(fields=["site", "status", "-last_message_at"]),
             models.Index(fields=["site", "waiting_since"], name="conversation_line"),
+            models.Index(fields=["team", "waiting_since"], name="conversation_team_line"),
             models.Index(fields=["assignee", "status"], name="conversation_assignee"),
         ]
 
@@ -320,3 +333,24 @@ class ArchivedMonth(models.Model):
 
     def __str__(self) -> str:
         return self.month.strftime("%Y-%m")
+
+
+class Note(models.Model):
+    """A private note on a conversation: agents only, never sent to the visitor by any path.
+
+    Kept apart from Message on purpose: history, resume, exports to the visitor and the widget
+    read messages only, so a note cannot leak through any of them.
+    """
+
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="notes")
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    body = models.TextField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [models.Index(fields=["conversation", "created_at"], name="note_by_conversation")]
+
+    def __str__(self) -> str:
+        return f"note on #{self.conversation_id}"

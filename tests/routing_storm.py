@@ -66,7 +66,7 @@ def main() -> None:
                 changed = actions.set_conversation_status(user, mine[0], "resolved")
                 relay([changed.recorded])
                 done["resolved"] += 1
-                filled = assignment.fill_from_queue(site.pk)
+                filled = assignment.fill_from_queue(assignment.site_pool(site.pk))
                 done["filled"] += len(filled)
                 relay(filled)
         if n % 5 == 4:

@@ -348,9 +348,11 @@ async def test_a_reply_takes_a_waiting_conversation_and_hides_it_from_colleagues
 ):
     alice, _ = await open_agent(agent_alice.user)
     bob, _ = await open_agent(agent_bob.user)
-    for socket in (alice, bob):  # nobody free: the visitor waits, both agents see the line
+    # Nobody free: the visitor waits, both agents see the line.
+    for socket, agent in ((alice, agent_alice), (bob, agent_bob)):
         await socket.send_json_to({"type": "agent_status", "status": "busy"})
-        await receive_until(socket, "agent_status", status="busy")
+        me = {"id": agent.user_id, "name": agent.display_name}
+        await receive_until(socket, "agent_status", status="busy", agent=me)
     visitor, _ = await open_visitor(await visitor_token(site))
     ack = await send_message(visitor, "v-1", "hello")
     assert (await receive_until(visitor, "queue"))["position"] == 1

@@ -94,8 +94,8 @@ def test_the_line_is_first_come_first_served_and_moves_when_a_slot_frees(site, a
     assert [assignment.queue_position(c) for c in line] == [1, 2, 3]
 
     changed = actions.set_conversation_status(agent_alice.user, served.pk, "resolved")
-    assert changed.freed_site_id == site.pk
-    recorded = assignment.fill_from_queue(site.pk)
+    assert changed.freed_pool == f"site:{site.pk}"
+    recorded = assignment.fill_from_queue(assignment.site_pool(site.pk))
 
     assert [owner(c) for c in line] == ["Alice", None, None]
     assert [assignment.queue_position(c) for c in line] == [None, 1, 2]

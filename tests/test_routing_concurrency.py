@@ -58,7 +58,7 @@ counts = dict(
 )
 agents = list(Agent.objects.values("user_id", "active_chats", "max_concurrent_chats", "status"))
 seats = list(AgentSeat.objects.values("agent__user_id", "free", "available"))
-waiting = list(assignment.waiting(site).values_list("pk", flat=True))
+waiting = list(assignment.waiting(f"site:{site}").values_list("pk", flat=True))
 print(json.dumps({
     "conversations": Conversation.objects.count(),
     "assigned_open": Conversation.objects.filter(holding, assignee__isnull=False).count(),

@@ -1,0 +1,153 @@
+"""What agents do with a conversation besides replying: transfer it, and write private notes.
+
+Private notes live in their own table and travel only to agents' groups, so no path that
+serves the visitor (socket, history, resume, widget API) can ever carry one.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+from django.utils.translation import gettext as _
+
+from agents.models import Agent, Team
+from chat import assignment, errors, outbox
+from chat.actions import check_agent_conversation, conversation_summary
+from chat.models import Conversation, Note
+from chat.outbox import Recorded, Send, site_agents_group
+
+logger = logging.getLogger(__name__)
+
+NOTE_MAX_CHARS = 4000
+
+
+def _agent_name(user: AbstractBaseUser) -> str:
+    agent = getattr(user, "agent", None)
+    return agent.display_name if agent and agent.display_name else user.get_username()
+
+
+def note_frame(note: Note, client_id: str | None = None) -> dict[str, Any]:
+    frame = {
+        "type": "note",
+        "conversation": note.conversation_id,
+        "id": note.pk,
+        "author": {"id": note.author_id, "name": _agent_name(note.author) if note.author else ""},
+        "body": note.body,
+        "created_at": note.created_at.isoformat(),
+    }
+    if client_id:
+        frame["client_id"] = client_id
+    return frame
+
+
+def _note_sends(conversation: Conversation, frame: dict[str, Any]) -> list[Send]:
+    # Agents' groups only: this is the one place notes are sent, and it never names a visitor.
+    event = {"type": "chat.note", "frame": frame, "assignee": conversation.assignee_id}
+    return [(site_agents_group(conversation.site_id), event)]
+
+
+def _note_body(body: Any) -> str:
+    if not isinstance(body, str) or not body.strip():
+        raise errors.invalid(_("A note needs some text."))
+    if len(body) > NOTE_MAX_CHARS:
+        raise errors.invalid(
+            _("A note is at most %(limit)d characters.") % {"limit": NOTE_MAX_CHARS}
+        )
+    return body.strip()
+
+
+def _locked(user: AbstractBaseUser, conversation_id: Any) -> Conversation:
+    visible = check_agent_conversation(user, conversation_id)
+    return (
+        Conversation.objects.select_for_update(of=("self",))
+        .select_related("visitor", "site")
+        .get(pk=visible.pk)
+    )
+
+
+def add_note(
+    user: AbstractBaseUser, conversation_id: Any, body: Any, client_id: str | None = None
+) -> Recorded:
+    """Store a private note and record its delivery to the agents who see the conversation."""
+    text = _note_body(body)
+    with transaction.atomic():
+        conversation = _locked(user, conversation_id)
+        note = Note.objects.create(conversation=conversation, author=user, body=text)
+        recorded = outbox.record_sends(_note_sends(conversation, note_frame(note, client_id)))
+    return recorded
+
+
+def notes_of(conversation: Conversation) -> list[dict[str, Any]]:
+    notes = conversation.notes.select_related("author__agent").order_by("created_at", "id")
+    return [note_frame(note) for note in notes]
+
+
+def _target(conversation: Conversation, to_agent: Any, to_team: Any) -> Agent | Team:
+    if (to_agent is None) == (to_team is None):
+        raise errors.invalid(_("Transfer to either an agent or a team, not both or neither."))
+    key = to_agent if to_agent is not None else to_team
+    if not isinstance(key, int) or isinstance(key, bool):
+        raise errors.invalid(_("Name the agent or team to transfer to by its id (a number)."))
+    if to_agent is not None:
+        agent = Agent.objects.filter(user_id=key, sites=conversation.site_id).first()
+        if agent is None:
+            raise errors.invalid(_("That agent does not work on this conversation's site."))
+        return agent
+    team = Team.objects.filter(pk=key).first()
+    if team is None:
+        raise errors.invalid(_("That team does not exist."))
+    return team
+
+
+def transfer(
+    user: AbstractBaseUser,
+    conversation_id: Any,
+    *,
+    to_agent: Any = None,
+    to_team: Any = None,
+    note: Any = None,
+) -> Recorded:
+    """Hand a conversation to another agent, or to a team's line, with an optional note.
+
+    The conversation leaves the current assignee's dashboards and appears on the new one's
+    (or in the team's waiting line) through the same notices routing sends.
+    """
+    with transaction.atomic():
+        conversation = _locked(user, conversation_id)
+        if conversation.assignee_id not in (None, user.pk) and not user.is_superuser:
+            raise errors.conversation_not_found()
+        target = _target(conversation, to_agent, to_team)
+        holds = conversation.status in assignment.HOLDS_SLOT
+        if holds:
+            assignment.release(conversation)
+        line: list[Send] = []
+        if isinstance(target, Agent):
+            if holds:
+                line = assignment.take(conversation, target.user)
+            conversation.assignee = target.user
+            conversation.waiting_since = None
+            where = str(target)
+        else:
+            conversation.team = target
+            conversation.assignee_id = None
+            conversation.waiting_since = None
+            line = assignment.route(conversation) if holds else []
+            where = target.name
+        conversation.save(update_fields=["assignee", "team", "waiting_since"])
+        sends = outbox.conversation_sends(
+            conversation.site_id, conversation.visitor_id, conversation_summary(conversation)
+        )
+        text = _("Transferred to %(target)s.") % {"target": where}
+        if note is not None and note != "":
+            text += " " + _note_body(note)
+        record = Note.objects.create(conversation=conversation, author=user, body=text)
+        sends += _note_sends(conversation, note_frame(record)) + line
+        recorded = outbox.record_sends(sends)
+    logger.info(
+        "conversation.transferred",
+        extra={"conversation": conversation.pk, "assignee": conversation.assignee_id},
+    )
+    return recorded
