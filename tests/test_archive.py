@@ -11,11 +11,12 @@ import csv
 import gzip
 import json
 import logging
+import threading
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from django.contrib.auth import get_user_model
-from django.db import connection
+from django.db import connection, transaction
 from django.test import Client
 
 from chat import actions, archive, partitions
@@ -177,6 +178,48 @@ def test_a_run_resumes_whatever_step_a_crash_interrupted(months, site):
     assert [r.month for r in results] == OLD_MONTHS
     assert ArchivedMessage.objects.count() == 3 * 2 * PER_MONTH
     assert archive.run() == []
+
+
+def _hold_conversation_update(conversation: Conversation, holding, release) -> None:
+    """Keep a transaction that has updated `conversation` open until `release` (or 15 s)."""
+    try:
+        with transaction.atomic():
+            Conversation.objects.filter(pk=conversation.pk).update(status="pending")
+            holding.set()
+            release.wait(timeout=15)
+    finally:
+        connection.close()
+
+
+def test_a_long_transaction_delays_the_month_not_live_posts(months, site, monkeypatch, caplog):
+    if not months:
+        pytest.skip("Lock waits of DETACH and DROP TABLE are PostgreSQL's.")
+    long, short = _fill(site)
+    before = _everything()
+    monkeypatch.setattr(archive, "LOCK_TIMEOUT_MS", 100)
+    monkeypatch.setattr(archive, "LOCK_ATTEMPTS", 2)
+    monkeypatch.setattr(archive, "LOCK_RETRY_SECONDS", 0)
+    # Given a transaction that updated a conversation and stays open, as a bulk admin action
+    # would: DETACH needs a lock on chat_conversation that waits for it, and every live post
+    # would queue behind that wait.
+    holding, release = threading.Event(), threading.Event()
+    holder = threading.Thread(target=_hold_conversation_update, args=(short[0], holding, release))
+    holder.start()
+    assert holding.wait(timeout=10)
+    try:
+        # When the job runs, then it gives up after two short lock waits and stops there ...
+        with caplog.at_level(logging.WARNING, logger="chat.archive"):
+            first = archive.run()
+    finally:
+        release.set()
+        holder.join()
+
+    assert first == []
+    timeouts = [(r.month, r.attempt) for r in caplog.records if r.msg == "archive.lock_timeout"]
+    assert timeouts == [(f"{OLD_MONTHS[0]:%Y-%m}", 1), (f"{OLD_MONTHS[0]:%Y-%m}", 2)]
+    # ... and the next run finishes them, half-detached or not, losing nothing.
+    assert [r.month for r in archive.run()] == OLD_MONTHS
+    assert _everything() == before
 
 
 def test_export_mode_writes_compressed_csv_and_history_reads_from_it(months, site, settings):
