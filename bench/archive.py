@@ -16,7 +16,8 @@ one run and on the same data:
    server's DEBUG1 notices say whether ATTACH skipped its validating scan; the table is then
    detached and attached once more without the CHECK constraint DETACH left on it, to time
    the scan that constraint saves;
-3. the month is refilled and `archive.run(mode="export")` writes it as gzip CSV;
+3. the month is refilled and `archive.run(mode="export")` writes it as gzip CSV; the file's
+   CSV is then compressed again in memory at gzip levels 9, 6 and 1 to price each level;
 4. the baseline: refilled once more and moved by copying rows in batches of
    `archive.BATCH_SIZE` (`archive._archive_rows`, the SQLite path, run on the partitioned
    tables into an archive partition made for the month).
@@ -408,8 +409,22 @@ def measure_export(month: date, rows: int, first: int, agent: int) -> dict[str, 
     result["bytes"] = path.stat().st_size
     result["bytes_per_row"] = round(result["bytes"] / max(result["rows"], 1), 1)
     result["recount_seconds"] = recount_seconds(path)
+    result["gzip_levels"] = gzip_level_costs(path)
     clear_month(month)
     return result
+
+
+def gzip_level_costs(path: Path) -> dict[int, dict[str, float]]:
+    """Seconds and bytes to compress the export's CSV in memory at levels 9, 6 and 1."""
+    with gzip.open(path, "rb") as fh:
+        csv_bytes = fh.read()
+    costs = {}
+    for level in (9, 6, 1):
+        started = time.perf_counter()
+        size = len(gzip.compress(csv_bytes, compresslevel=level, mtime=0))
+        costs[level] = {"seconds": round(time.perf_counter() - started, 3), "bytes": size}
+    costs[0] = {"seconds": 0.0, "bytes": len(csv_bytes)}  # uncompressed, for the ratio
+    return costs
 
 
 def recount_seconds(path: Path) -> float:
