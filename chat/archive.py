@@ -3,8 +3,9 @@
 Once a month has ended more than `archive.after_months` months ago its messages are archived:
 
 - PostgreSQL, mode "schema": the month's partition is detached from chat_message with `DETACH
-  PARTITION … CONCURRENTLY` (writers to the current month are not blocked), moved into the
-  `gofly_archive` schema and attached to chat_archivedmessage, so the rows never get copied.
+  PARTITION … CONCURRENTLY` (writers to the current month are not blocked, except for at most
+  LOCK_TIMEOUT_MS at a time, see there), moved into the `gofly_archive` schema and attached to
+  chat_archivedmessage, so the rows never get copied.
 - PostgreSQL, mode "export": the detached partition is written to a gzip-compressed CSV file in
   `archive.directory`, then dropped.
 - SQLite (embedded defaults): the rows are copied into chat_archivedmessage, or exported like
@@ -23,14 +24,16 @@ import io
 import logging
 import os
 import re
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import OperationalError, connection, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models.functions import TruncMonth
 from django.utils import timezone
@@ -45,6 +48,21 @@ ARCHIVE_TABLE = "chat_archivedmessage"
 # Held for a whole run so two runs (beat fired twice, a manual run) never interleave steps.
 ADVISORY_LOCK_KEY = 7_316_002
 BATCH_SIZE = 2000
+# DETACH and its FINALIZE lock the tables a partition's foreign keys point at
+# (chat_conversation, chat_upload, auth_user) in SHARE ROW EXCLUSIVE mode, and DROP TABLE
+# (export mode) in ACCESS EXCLUSIVE mode, which stops reads too. While one of them waits behind
+# a long transaction, every live post (it updates its conversation) queues behind it
+# (bench/archive.py: one post waited 3.0 s behind a transaction held open for 3 s). So each
+# statement gives up after LOCK_TIMEOUT_MS, and the month is tried again LOCK_RETRY_SECONDS
+# later, from the step it reached; the timeout also ends DETACH's harmless wait for long
+# readers of chat_message, which the retries absorb. 0 waits for ever.
+LOCK_TIMEOUT_MS = 500
+LOCK_ATTEMPTS = 5
+LOCK_RETRY_SECONDS = 5.0
+_LOCK_NOT_AVAILABLE = "55P03"
+# zlib's default level. GzipFile's own default, 9, spent more than twice as long as 6 on a
+# month's CSV and made the file only about 1 % smaller (docs/performance.md, Archiving).
+EXPORT_GZIP_LEVEL = 6
 COLUMNS = [
     "id",
     "created_at",
@@ -169,11 +187,52 @@ def _run_partitions(db: BaseDatabaseWrapper, cutoff: date, mode: str) -> list[Ar
                 continue
             if schema == SCHEMA and parent == ARCHIVE_TABLE and _catalogued(month):
                 continue
-            results.append(_archive_partition(db, month, mode))
+            result = _archive_partition_patiently(db, month, mode)
+            if result is None:
+                # A partition left pending detach stops every other concurrent detach on
+                # chat_message until it is finalised; the next run starts with it.
+                break
+            results.append(result)
         return results
     finally:
         with db.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_unlock(%s)", [ADVISORY_LOCK_KEY])
+
+
+def _archive_partition_patiently(
+    db: BaseDatabaseWrapper, month: date, mode: str
+) -> ArchivedResult | None:
+    """Archive one month, never holding up live writers longer than LOCK_TIMEOUT_MS at a time.
+
+    Returns None when the month is still locked out after LOCK_ATTEMPTS tries; the next run
+    resumes it. If its detach had begun, the month's rows are in neither chat_message nor the
+    archive until then (a partition pending detach is hidden from new queries).
+    """
+    for attempt in range(1, LOCK_ATTEMPTS + 1):
+        try:
+            with _lock_timeout(db):
+                return _archive_partition(db, month, mode)
+        except OperationalError as error:
+            if getattr(error.__cause__, "pgcode", None) != _LOCK_NOT_AVAILABLE:
+                raise
+            logger.warning(
+                "archive.lock_timeout",
+                extra={"month": f"{month:%Y-%m}", "attempt": attempt, "of": LOCK_ATTEMPTS},
+            )
+        if attempt < LOCK_ATTEMPTS:
+            time.sleep(LOCK_RETRY_SECONDS)
+    return None
+
+
+@contextmanager
+def _lock_timeout(db: BaseDatabaseWrapper) -> Iterator[None]:
+    with db.cursor() as cursor:
+        cursor.execute(f"SET lock_timeout = {int(LOCK_TIMEOUT_MS)}")
+    try:
+        yield
+    finally:
+        with db.cursor() as cursor:
+            cursor.execute("RESET lock_timeout")
 
 
 def _catalogued(month: date) -> bool:
@@ -309,7 +368,9 @@ def _write_export(path: Path, write: Any) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
     with open(partial, "wb") as raw:
-        with gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as compressed:
+        with gzip.GzipFile(
+            fileobj=raw, mode="wb", mtime=0, compresslevel=EXPORT_GZIP_LEVEL
+        ) as compressed:
             write(compressed)
         raw.flush()
         os.fsync(raw.fileno())
