@@ -1,7 +1,7 @@
 from django.contrib import admin, messages
 from django.utils.translation import gettext_lazy as _
 
-from agents.models import Agent, AgentStatus, AgentStatusEvent, StatusTrigger
+from agents.models import Agent, AgentStatus, AgentStatusEvent, StatusTrigger, Team
 from agents.status import change_and_route
 from chat import assignment
 from chat.errors import GoflyError
@@ -19,7 +19,7 @@ class AgentAdmin(admin.ModelAdmin):
     ]
     list_filter = ["status", "sites"]
     search_fields = ["display_name", "user__username", "user__email"]
-    filter_horizontal = ["sites"]
+    filter_horizontal = ["sites", "teams"]
     readonly_fields = ["status", "status_trigger", "status_changed_at", "last_activity_at"]
     actions = ["set_offline"]
 
@@ -64,3 +64,9 @@ class AgentStatusEventAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+@admin.register(Team)
+class TeamAdmin(admin.ModelAdmin):
+    list_display = ["name", "created_at"]
+    search_fields = ["name"]

@@ -35,6 +35,8 @@ def dashboard_strings() -> dict[str, str]:
         "status_away": _("Away"),
         "status_busy": _("Busy"),
         "status_offline": _("Offline"),
+        "team": _("Team"),
+        "transfer_to": _("Transfer to…"),
     }
 
 

@@ -366,3 +366,64 @@ def test_dashboards_show_the_team_s_status_live(server_process, browser):
         ".order_by('id').values_list('to_status', 'trigger')))"
     )
     assert events.strip() == "[('online', 'connected'), ('busy', 'chosen')]"
+
+
+def test_routing_shares_visitors_queues_the_third_and_transfers_live(tmp_path_factory, browser):
+    server = ServerProcess(tmp_path_factory.mktemp("routing"))
+    try:
+        server.start()
+        server.shell(
+            "from django.contrib.auth import get_user_model; from agents.models import Agent; "
+            "from chat.models import Site\n"
+            "for name in ('ann', 'ben'):\n"
+            f"    u = get_user_model().objects.create_user(name, password='{PASSWORD}')\n"
+            "    a = Agent.objects.create(user=u, display_name=name.title(), "
+            "max_concurrent_chats=1)\n"
+            "    a.sites.add(*Site.objects.all())"
+        )
+        ann, ben = browser.new_context().new_page(), browser.new_context().new_page()
+        log_in(ann, server.base, "ann")
+        log_in(ben, server.base, "ben")
+        ann.locator("#team li[data-status=online]", has_text="Ben").wait_for()
+        for page in (ann, ben):
+            page.click("[data-view=mine]")
+
+        visitors = []
+        for n in range(3):
+            page = browser.new_context().new_page()
+            page.goto(server.base + "/demo/")
+            page.click(".gofly-launcher")
+            page.fill(".gofly-input", f"question from visitor {n}")
+            page.press(".gofly-input", "Enter")
+            page.locator(".gofly-msg-visitor[data-seq='1']").wait_for()
+            visitors.append(page)
+
+        # One each: Ann has been online longest, so the first is hers, the second Ben's.
+        ann.locator(".conv-item", has_text="visitor 0").wait_for()
+        ben.locator(".conv-item", has_text="visitor 1").wait_for()
+        # Both are full: the third waits and sees where it stands.
+        queue = visitors[2].locator(".gofly-queue")
+        queue.wait_for()
+        assert queue.inner_text() == "You are number 1 in line. An agent will be with you shortly."
+        assert ann.locator(".conv-item").count() == 1 and ben.locator(".conv-item").count() == 1
+
+        # Ann resolves hers: the slot frees and the waiting visitor is hers at once.
+        ann.locator(".conv-item", has_text="visitor 0").click()
+        ann.click("#resolve")
+        ann.locator(".conv-item", has_text="visitor 2").wait_for()
+        queue.wait_for(state="hidden")
+
+        # Ann hands it to Ben with a note: it leaves her list and appears in his, live.
+        ann.locator(".conv-item", has_text="visitor 2").click()
+        ann.select_option("#transfer-to", label="Ben · Online")
+        ann.fill("#transfer-note", "asks about a refund")
+        ann.click("#transfer button[type=submit]")
+        ann.locator(".conv-item", has_text="visitor 2").wait_for(state="detached")
+        ben.locator(".conv-item", has_text="visitor 2").click()
+        ben.locator("#notes .note", has_text="Transferred to Ben. asks about a refund").wait_for()
+        ben.fill("#composer-input", "Ben here, about your refund")
+        ben.press("#composer-input", "Enter")
+        visitors[2].locator(".gofly-msg-agent", has_text="Ben here").wait_for()
+        assert visitors[2].locator(".gofly-msg", has_text="refund").count() == 1  # no note
+    finally:
+        server.close()

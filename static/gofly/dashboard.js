@@ -30,6 +30,7 @@
     typingTimer: null,
     lastTypingSent: 0,
     team: new Map(),            // user id -> {id, name, status}: colleagues on the same sites
+    teams: [],                  // [{id, name}]: transfer targets besides colleagues
     active: false,              // the agent used the dashboard since the last ping
   };
 
@@ -91,6 +92,7 @@
   var handlers = {
     ready: function (frame) {
       state.attempts = 0;
+      state.teams = frame.teams || [];
       state.team = new Map();
       (frame.agents || []).forEach(function (agent) { state.team.set(agent.id, agent); });
       showMyStatus(frame.status);
@@ -168,6 +170,9 @@
     },
     resumed: function (frame) { state.resuming.delete(frame.conversation); },
     pong: function () {},
+    note: function (frame) {
+      if (frame.conversation === state.selected) { addNote(frame); }
+    },
     agent_status: function (frame) {
       var known = state.team.get(frame.agent.id) || {id: frame.agent.id};
       known.name = frame.agent.name;
@@ -175,6 +180,7 @@
       state.team.set(frame.agent.id, known);
       if (frame.agent.id === myId) { showMyStatus(frame.status); }
       renderTeam();
+      if (state.selected !== null) { renderTransferChoices(); }
     },
   };
 
@@ -260,7 +266,12 @@
     renderThreadHead();
     resume(id);
     markRead(id);
-    api("/api/agent/v1/conversations/" + id).then(renderSidebar).catch(function () {});
+    api("/api/agent/v1/conversations/" + id).then(function (detail) {
+      renderSidebar(detail);
+      $("notes").replaceChildren();
+      (detail.notes || []).forEach(addNote);
+    }).catch(function () {});
+    renderTransferChoices();
     renderList();
     $("composer-input").focus();
   }
@@ -373,6 +384,34 @@
     rows.forEach(function (row) {
       list.appendChild(el("dt", null, T[row[0]]));
       list.appendChild(el("dd", null, row[1] || "—"));
+    });
+  }
+
+  function addNote(note) {
+    var list = $("notes");
+    if (list.querySelector("[data-note='" + note.id + "']")) { return; }
+    var item = el("li", "note", note.body);
+    item.dataset.note = note.id;
+    item.appendChild(el("small", null, " — " + note.author.name + " · " +
+                        shortTime(note.created_at)));
+    list.appendChild(item);
+  }
+
+  // Colleagues (not oneself) and teams, as transfer targets.
+  function renderTransferChoices() {
+    var select = $("transfer-to");
+    select.replaceChildren(el("option", null, T.transfer_to));
+    select.firstChild.value = "";
+    state.team.forEach(function (agent) {
+      if (agent.id === myId) { return; }
+      var option = el("option", null, agent.name + " · " + T["status_" + agent.status]);
+      option.value = "agent:" + agent.id;
+      select.appendChild(option);
+    });
+    state.teams.forEach(function (team) {
+      var option = el("option", null, T.team + ": " + team.name);
+      option.value = "team:" + team.id;
+      select.appendChild(option);
     });
   }
 
@@ -608,6 +647,23 @@
   setInterval(function () {
     if (send({type: "ping", active: state.active})) { state.active = false; }
   }, 25000);
+  $("transfer").addEventListener("submit", function (event) {
+    event.preventDefault();
+    var choice = $("transfer-to").value.split(":");
+    if (choice.length !== 2 || state.selected === null) { return; }
+    var frame = {type: "transfer", conversation: state.selected, note: $("transfer-note").value};
+    frame[choice[0]] = Number(choice[1]);
+    send(frame);
+    $("transfer-note").value = "";
+  });
+  $("note-form").addEventListener("submit", function (event) {
+    event.preventDefault();
+    var body = $("note-input").value.trim();
+    if (!body || state.selected === null) { return; }
+    if (send({type: "note", conversation: state.selected, body: body})) {
+      $("note-input").value = "";
+    }
+  });
   $("my-status").addEventListener("change", function () {
     send({type: "agent_status", status: this.value});
   });

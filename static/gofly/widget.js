@@ -40,6 +40,7 @@
       retrying: "Not sent, retrying",
       uploading: "Uploading…",
       uploadFailed: "Upload failed",
+      queue: "You are number {n} in line. An agent will be with you shortly.",
     },
     zh: {
       title: "在线客服",
@@ -57,6 +58,7 @@
       retrying: "未发送，正在重试",
       uploading: "上传中…",
       uploadFailed: "上传失败",
+      queue: "您正在排队，当前第 {n} 位，客服马上就来。",
     },
   };
 
@@ -221,6 +223,7 @@
     error: onError,
     resumed: onResumed,
     typing: onTyping,
+    queue: onQueue,
   };
 
   function onFrame(text) {
@@ -241,6 +244,7 @@
     pingTimer = setInterval(() => send({ type: "ping" }), PING_MS);
     if (frame.conversation) {
       useConversation(frame.conversation.id);
+      showQueue(frame.conversation.queue_position);
       replaying = send({ type: "resume", conversation: conversation, after_seq: upTo });
     } else {
       resumedOnce = true;
@@ -329,6 +333,19 @@
   function fail(row, text) {
     row.classList.add("gofly-msg-failed");
     setNote(row, text);
+  }
+
+  // The waiting line: a position while every agent is busy, null once one has the chat.
+  function onQueue(frame) {
+    if (frame.conversation === conversation || conversation === null) {
+      showQueue(frame.position);
+    }
+  }
+
+  function showQueue(position) {
+    if (!ui) return;
+    ui.queue.textContent = position ? t.queue.replace("{n}", position) : "";
+    ui.queue.hidden = !position;
   }
 
   function onTyping(frame) {
@@ -534,12 +551,14 @@
     header.append(ui.title, closeButton);
 
     ui.status = h("div", "gofly-status", t.connecting);
+    ui.queue = h("div", "gofly-queue");
+    ui.queue.hidden = true;
     ui.list = h("div", "gofly-list");
     ui.list.setAttribute("role", "log");
     ui.list.addEventListener("scroll", onScroll);
     ui.typing = h("div", "gofly-typing", t.typing);
     ui.typing.hidden = true;
-    panel.append(header, ui.status, ui.list, ui.typing, buildComposer());
+    panel.append(header, ui.status, ui.queue, ui.list, ui.typing, buildComposer());
     return panel;
   }
 
@@ -781,6 +800,7 @@
   border: 0; background: none; color: inherit; font-size: 22px; line-height: 1; cursor: pointer;
 }
 .gofly-status { padding: 4px 14px; background: #fff8c5; font-size: 12px; color: #6e5600; }
+.gofly-queue { padding: 6px 14px; background: #eef4ff; font-size: 12px; color: #1d3f8f; }
 .gofly-list {
   flex: 1; overflow-y: auto; padding: 12px; display: flex; flex-direction: column; gap: 8px;
   background: #f6f8fa;
