@@ -20,6 +20,8 @@ def dashboard_strings() -> dict[str, str]:
         "open": _("Open"),
         "pending": _("Pending"),
         "resolved": _("Resolved"),
+        "snoozed": _("Snoozed"),
+        "rating": _("Rating"),
         "name": _("Name"),
         "email": _("Email"),
         "ip": _("IP address"),

@@ -14,12 +14,14 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 from django.utils.translation import gettext as _
 
 from chat import assignment, errors, outbox, webhooks
@@ -31,6 +33,8 @@ from chat.tokens import issue_visitor_token
 logger = logging.getLogger(__name__)
 
 PREVIEW_CHARS = 200
+# Statuses a visitor's new message wakes up.
+DORMANT = (Conversation.Status.RESOLVED, Conversation.Status.SNOOZED)
 
 
 @dataclass(frozen=True)
@@ -369,14 +373,15 @@ def post_visitor_message(
         )
         if created:
             fields = ["last_seq", "last_message_at", "last_message_preview"]
-            if conversation.status == Conversation.Status.RESOLVED:
+            if conversation.status in DORMANT:
+                previous = conversation.status
                 conversation.status = Conversation.Status.OPEN
-                conversation.resolved_at = None
-                fields += ["status", "resolved_at"]
+                conversation.resolved_at = conversation.snoozed_until = None
+                fields += ["status", "resolved_at", "snoozed_until"]
                 changed = True
                 webhooks.record_status_change(
                     conversation,
-                    Conversation.Status.RESOLVED,
+                    previous,
                     {"kind": Message.SenderKind.VISITOR, "id": conversation.visitor.public_id},
                 )
             conversation.save(update_fields=fields)
@@ -490,6 +495,10 @@ def conversation_summary(conversation: Conversation) -> dict[str, Any]:
         ),
         "last_message_preview": conversation.last_message_preview,
         "unread": max(0, conversation.last_seq - conversation.agent_read_seq),
+        "snoozed_until": (
+            conversation.snoozed_until.isoformat() if conversation.snoozed_until else None
+        ),
+        "rating": conversation.rating,
         "created_at": conversation.created_at.isoformat(),
     }
 
@@ -536,15 +545,30 @@ class StatusChanged:
     freed_pool: str | None
 
 
+def _snooze_until(status: str, until: Any) -> datetime | None:
+    if status != Conversation.Status.SNOOZED:
+        return None
+    moment = parse_datetime(until) if isinstance(until, str) else None
+    if moment is None or timezone.is_naive(moment):
+        raise errors.invalid(
+            _("Snoozing needs 'until': a time with its offset, e.g. 2026-12-04T09:00+08:00.")
+        )
+    if moment <= timezone.now():
+        raise errors.invalid(_("Snooze until a time in the future."))
+    return moment
+
+
 def set_conversation_status(
-    user: AbstractBaseUser, conversation_id: Any, status: Any
+    user: AbstractBaseUser, conversation_id: Any, status: Any, until: Any = None
 ) -> StatusChanged:
     """Change a conversation's status and record the notice to its agents and visitor.
 
-    Resolving gives the assignee's slot back; reopening routes the conversation again.
+    Resolving or snoozing gives the assignee's slot back; reopening routes the conversation
+    again (its previous agent first).
     """
     if status not in Conversation.Status.values:
-        raise errors.invalid(_("The field 'status' must be open, pending or resolved."))
+        raise errors.invalid(_("The field 'status' must be open, pending, snoozed or resolved."))
+    snoozed_until = _snooze_until(status, until)
     with transaction.atomic():
         visible = check_agent_conversation(user, conversation_id)
         conversation = (
@@ -555,12 +579,14 @@ def set_conversation_status(
         previous = conversation.status
         conversation.status = status
         conversation.resolved_at = timezone.now() if status == "resolved" else None
-        conversation.save(update_fields=["status", "resolved_at"])
+        conversation.snoozed_until = snoozed_until
+        conversation.save(update_fields=["status", "resolved_at", "snoozed_until"])
         routed: list[outbox.Send] = []
-        freed = previous in assignment.HOLDS_SLOT and status == Conversation.Status.RESOLVED
+        holds = assignment.HOLDS_SLOT
+        freed = previous in holds and status not in holds
         if freed:
             assignment.release(conversation)
-        elif previous == Conversation.Status.RESOLVED and status in assignment.HOLDS_SLOT:
+        elif previous not in holds and status in holds:
             routed = assignment.route(conversation)
         if previous != status:
             webhooks.record_status_change(
@@ -572,6 +598,80 @@ def set_conversation_status(
         recorded = Recorded(outbox.record(sends + routed), sends + routed)
     logger.info("conversation.status", extra={"conversation": conversation.pk, "status": status})
     return StatusChanged(recorded, assignment.pool_of(conversation) if freed else None)
+
+
+def wake_snoozed(now: datetime | None = None, limit: int = 200) -> list[Recorded]:
+    """Reopen conversations whose snooze has run out and route them; one transaction each."""
+    now = now or timezone.now()
+    due = Conversation.objects.filter(
+        status=Conversation.Status.SNOOZED, snoozed_until__lte=now
+    ).values_list("pk", flat=True)[:limit]
+    recorded = []
+    for conversation_id in list(due):
+        with transaction.atomic():
+            conversation = (
+                Conversation.objects.select_for_update(of=("self",))
+                .select_related("visitor", "site")
+                .get(pk=conversation_id)
+            )
+            if conversation.status != Conversation.Status.SNOOZED:
+                continue  # a visitor message woke it meanwhile
+            conversation.status = Conversation.Status.OPEN
+            conversation.snoozed_until = None
+            conversation.save(update_fields=["status", "snoozed_until"])
+            routed = assignment.route(conversation)
+            webhooks.record_status_change(
+                conversation, Conversation.Status.SNOOZED, {"kind": "system", "id": None}
+            )
+            sends = outbox.conversation_sends(
+                conversation.site_id, conversation.visitor_id, conversation_summary(conversation)
+            )
+            recorded.append(outbox.record_sends(sends + routed))
+    return recorded
+
+
+RATING_COMMENT_MAX = 2000
+
+
+def rate_conversation(
+    visitor_id: int, conversation_id: Any, score: Any, comment: Any = ""
+) -> Recorded:
+    """The visitor's satisfaction rating (1-5, optional comment) of a resolved conversation.
+
+    May be given again until the conversation reopens; the last one counts.
+    """
+    if not isinstance(score, int) or isinstance(score, bool) or not 1 <= score <= 5:
+        raise errors.invalid(_("The rating must be a whole number from 1 to 5."))
+    comment = "" if comment is None else comment
+    if not isinstance(comment, str) or len(comment) > RATING_COMMENT_MAX:
+        raise errors.invalid(
+            _("The comment must be text of at most %(limit)d characters.")
+            % {"limit": RATING_COMMENT_MAX}
+        )
+    with transaction.atomic():
+        visible = check_visitor_conversation(visitor_id, conversation_id)
+        conversation = (
+            Conversation.objects.select_for_update(of=("self",))
+            .select_related("visitor", "site")
+            .get(pk=visible.pk)
+        )
+        if conversation.status != Conversation.Status.RESOLVED:
+            raise errors.invalid(_("You can rate a conversation once it is resolved."))
+        conversation.rating = score
+        conversation.rating_comment = comment.strip()
+        conversation.rated_at = timezone.now()
+        conversation.save(update_fields=["rating", "rating_comment", "rated_at"])
+        summary = conversation_summary(conversation)
+        assignee = conversation.assignee_id
+        sends = [
+            (
+                outbox.site_agents_group(conversation.site_id),
+                {"type": "chat.conversation", "summary": summary, "assignee": assignee},
+            )
+        ]
+        recorded = outbox.record_sends(sends)
+    logger.info("conversation.rated", extra={"conversation": conversation.pk, "score": score})
+    return recorded
 
 
 def mark_read_by_agent(user: AbstractBaseUser, conversation_id: Any, seq: Any) -> Conversation:

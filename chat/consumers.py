@@ -173,7 +173,7 @@ def _visitor_state(visitor_id: int) -> tuple[Visitor, dict | None] | None:
 class VisitorConsumer(ChatConsumer):
     """`/ws/visitor/?token=…`: one visitor's own conversations, nothing else."""
 
-    frame_types = frozenset({"message", "resume", "typing", "read", "ping"})
+    frame_types = frozenset({"message", "resume", "typing", "read", "rating", "ping"})
 
     async def connect(self) -> None:
         query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
@@ -226,6 +226,15 @@ class VisitorConsumer(ChatConsumer):
                 "preview": preview,
             },
             assignee=self.assignee_id,
+        )
+
+    async def frame_rating(self, frame: dict) -> None:
+        recorded = await db(actions.rate_conversation)(
+            self.visitor_id, frame.get("conversation"), frame.get("score"), frame.get("comment")
+        )
+        await delivery.relay(recorded.outbox_id, recorded.sends)
+        await self.send_frame(
+            {"type": "rated", "conversation": frame["conversation"], "score": frame["score"]}
         )
 
     async def frame_read(self, frame: dict) -> None:
@@ -453,7 +462,7 @@ class AgentConsumer(ChatConsumer):
     async def frame_status(self, frame: dict) -> None:
         await self.note_activity()
         changed = await db(actions.set_conversation_status)(
-            self.user, frame.get("conversation"), frame.get("status")
+            self.user, frame.get("conversation"), frame.get("status"), frame.get("until")
         )
         await delivery.relay(changed.recorded.outbox_id, changed.recorded.sends)
         if changed.freed_pool is not None:

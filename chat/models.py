@@ -112,6 +112,7 @@ class Conversation(models.Model):
     class Status(models.TextChoices):
         OPEN = "open", _("Open")
         PENDING = "pending", _("Pending")
+        SNOOZED = "snoozed", _("Snoozed")
         RESOLVED = "resolved", _("Resolved")
 
     class Channel(models.TextChoices):
@@ -134,6 +135,11 @@ class Conversation(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     first_agent_reply_at = models.DateTimeField(null=True, blank=True)
     resolved_at = models.DateTimeField(null=True, blank=True)
+    # A snoozed conversation reopens by itself at this time, or earlier on a visitor message.
+    snoozed_until = models.DateTimeField(null=True, blank=True, db_index=True)
+    rating = models.PositiveSmallIntegerField(null=True, blank=True)
+    rating_comment = models.TextField(blank=True)
+    rated_at = models.DateTimeField(null=True, blank=True)
     last_seq = models.PositiveBigIntegerField(default=0)
     last_message_at = models.DateTimeField(null=True, blank=True)
     last_message_preview = models.CharField(max_length=200, blank=True)

@@ -3,11 +3,12 @@
 from asgiref.sync import async_to_sync
 from celery import shared_task
 from celery.utils.log import get_task_logger
+from channels.db import database_sync_to_async
 from django.contrib.sessions.models import Session
 from django.db import connection
 from django.utils import timezone
 
-from chat import archive, delivery, outbox, partitions, webhooks
+from chat import actions, archive, delivery, outbox, partitions, webhooks
 
 logger = get_task_logger(__name__)
 
@@ -71,3 +72,17 @@ def archive_messages(force: bool = False) -> list[str]:
         return []
     moved = archive.run()
     return [f"{result.month:%Y-%m}:{result.rows}" for result in moved]
+
+
+async def wake_snoozed_and_relay() -> int:
+    """Reopen snoozed conversations whose time has come; their notices go out at once."""
+    woken = await database_sync_to_async(actions.wake_snoozed, thread_sensitive=False)()
+    for recorded in woken:
+        await delivery.relay(recorded.outbox_id, recorded.sends)
+    return len(woken)
+
+
+@shared_task(name="chat.tasks.wake_snoozed")
+def wake_snoozed() -> int:
+    """Reopen snoozed conversations whose time has come; safe to run twice."""
+    return async_to_sync(wake_snoozed_and_relay)()

@@ -23,6 +23,7 @@ PERIODIC_TASKS = {
     # Hourly; the task itself acts only at the configured archive.hour.
     "archive-messages": ("chat.tasks.archive_messages", 3600),
     "sweep-presence": ("agents.tasks.sweep_presence", 10),
+    "wake-snoozed": ("chat.tasks.wake_snoozed", 30),
 }
 
 # Tasks that send through the channel layer. The embedded scheduler runs these coroutines on
@@ -30,6 +31,7 @@ PERIODIC_TASKS = {
 IN_SERVER_LOOP = {
     "relay-outbox": "chat.delivery.relay_due",
     "sweep-presence": "agents.tasks.sweep_and_relay",
+    "wake-snoozed": "chat.tasks.wake_snoozed_and_relay",
 }
 
 app.conf.beat_schedule = {

@@ -427,3 +427,35 @@ def test_routing_shares_visitors_queues_the_third_and_transfers_live(tmp_path_fa
         assert visitors[2].locator(".gofly-msg", has_text="refund").count() == 1  # no note
     finally:
         server.close()
+
+
+def test_the_visitor_rates_a_resolved_conversation(tmp_path_factory, browser):
+    server = ServerProcess(tmp_path_factory.mktemp("rating"))
+    try:
+        server.start()
+        agent = browser.new_context().new_page()
+        log_in(agent, server.base)
+        visitor = browser.new_context().new_page()
+        visitor.goto(server.base + "/demo/")
+        visitor.click(".gofly-launcher")
+        visitor.fill(".gofly-input", "where is my parcel")
+        visitor.press(".gofly-input", "Enter")
+        agent.click("[data-view=mine]")
+        agent.locator(".conv-item", has_text="where is my parcel").click()
+        agent.click("#resolve")
+
+        rating = visitor.locator(".gofly-rating")
+        rating.wait_for()
+        assert rating.locator(".gofly-rating-title").inner_text() == "How did we do?"
+        visitor.click(".gofly-star[data-score='4']")
+        visitor.fill(".gofly-rating-comment", "quick and kind")
+        visitor.click(".gofly-rating-send")
+        visitor.locator(".gofly-rating-thanks", has_text="Thank you").wait_for()
+
+        stored = server.shell(
+            "from chat.models import Conversation as C; "
+            "print(list(C.objects.values_list('rating', 'rating_comment')))"
+        )
+        assert stored.strip() == "[(4, 'quick and kind')]"
+    finally:
+        server.close()

@@ -47,6 +47,7 @@ def test_scheduler_runs_due_tasks_then_waits_for_their_interval(settings):
         "clear-outbox",
         "archive-messages",
         "sweep-presence",
+        "wake-snoozed",
     ]
     assert list(Session.objects.values_list("session_key", flat=True)) == [live.session_key]
     expired_session()

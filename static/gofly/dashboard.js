@@ -368,9 +368,15 @@
     var summary = state.conversations.get(state.selected);
     if (!summary) { return; }
     $("thread-title").textContent = summary.visitor.name;
-    $("thread-status").textContent = T[summary.status] || summary.status;
+    var status = T[summary.status] || summary.status;
+    if (summary.status === "snoozed" && summary.snoozed_until) {
+      status += " → " + shortTime(summary.snoozed_until);
+    }
+    if (summary.rating) { status += " · " + T.rating + " " + "★".repeat(summary.rating); }
+    $("thread-status").textContent = status;
+    $("snooze").value = "";
     $("resolve").hidden = summary.status === "resolved";
-    $("reopen").hidden = summary.status !== "resolved";
+    $("reopen").hidden = summary.status !== "resolved" && summary.status !== "snoozed";
   }
 
   function renderSidebar(detail) {
@@ -630,6 +636,11 @@
   });
   $("resolve").addEventListener("click", function () { setStatus("resolved"); });
   $("reopen").addEventListener("click", function () { setStatus("open"); });
+  $("snooze").addEventListener("change", function () {
+    if (!this.value || state.selected === null) { return; }
+    var until = new Date(Date.now() + Number(this.value) * 3600 * 1000).toISOString();
+    send({type: "status", conversation: state.selected, status: "snoozed", until: until});
+  });
   window.addEventListener("focus", function () {
     if (state.selected !== null) { markRead(state.selected); renderList(); }
   });

@@ -41,6 +41,10 @@
       uploading: "Uploading…",
       uploadFailed: "Upload failed",
       queue: "You are number {n} in line. An agent will be with you shortly.",
+      rate: "How did we do?",
+      rateComment: "Anything to add? (optional)",
+      rateSend: "Send rating",
+      rated: "Thank you for your feedback!",
     },
     zh: {
       title: "在线客服",
@@ -59,6 +63,10 @@
       uploading: "上传中…",
       uploadFailed: "上传失败",
       queue: "您正在排队，当前第 {n} 位，客服马上就来。",
+      rate: "您对本次服务满意吗？",
+      rateComment: "还有什么想说的？（可选）",
+      rateSend: "提交评价",
+      rated: "感谢您的反馈！",
     },
   };
 
@@ -224,6 +232,8 @@
     resumed: onResumed,
     typing: onTyping,
     queue: onQueue,
+    conversation: onConversation,
+    rated: onRated,
   };
 
   function onFrame(text) {
@@ -333,6 +343,53 @@
   function fail(row, text) {
     row.classList.add("gofly-msg-failed");
     setNote(row, text);
+  }
+
+  // Resolved: offer a rating (1-5 and a comment); any other status hides the offer.
+  function onConversation(frame) {
+    const info = frame.conversation;
+    if (!ui || !info || (conversation !== null && info.id !== conversation)) return;
+    ui.rating.hidden = info.status !== "resolved";
+    ui.ratingThanks.hidden = true;
+  }
+
+  function onRated() {
+    ui.rating.hidden = true;
+    ui.ratingThanks.hidden = false;
+  }
+
+  function buildRating() {
+    const box = h("div", "gofly-rating");
+    box.hidden = true;
+    box.append(h("div", "gofly-rating-title", t.rate));
+    const stars = h("div", "gofly-stars");
+    let score = 0;
+    for (let n = 1; n <= 5; n++) {
+      const star = h("button", "gofly-star", "★");
+      star.type = "button";
+      star.dataset.score = n;
+      star.setAttribute("aria-label", String(n));
+      star.addEventListener("click", () => {
+        score = n;
+        stars.querySelectorAll(".gofly-star").forEach((s) => {
+          s.classList.toggle("gofly-star-on", Number(s.dataset.score) <= n);
+        });
+      });
+      stars.append(star);
+    }
+    const comment = h("textarea", "gofly-rating-comment");
+    comment.rows = 2;
+    comment.placeholder = t.rateComment;
+    const submit = h("button", "gofly-rating-send", t.rateSend);
+    submit.type = "button";
+    submit.addEventListener("click", () => {
+      if (!score || conversation === null) return;
+      send({ type: "rating", conversation, score, comment: comment.value });
+    });
+    box.append(stars, comment, submit);
+    ui.ratingThanks = h("div", "gofly-rating-thanks", t.rated);
+    ui.ratingThanks.hidden = true;
+    return box;
   }
 
   // The waiting line: a position while every agent is busy, null once one has the chat.
@@ -558,7 +615,10 @@
     ui.list.addEventListener("scroll", onScroll);
     ui.typing = h("div", "gofly-typing", t.typing);
     ui.typing.hidden = true;
-    panel.append(header, ui.status, ui.queue, ui.list, ui.typing, buildComposer());
+    ui.rating = buildRating();
+    panel.append(
+      header, ui.status, ui.queue, ui.list, ui.typing, ui.rating, ui.ratingThanks, buildComposer()
+    );
     return panel;
   }
 
@@ -801,6 +861,11 @@
 }
 .gofly-status { padding: 4px 14px; background: #fff8c5; font-size: 12px; color: #6e5600; }
 .gofly-queue { padding: 6px 14px; background: #eef4ff; font-size: 12px; color: #1d3f8f; }
+.gofly-rating, .gofly-rating-thanks { padding: 8px 14px; border-top: 1px solid #eee;
+  font-size: 13px; }
+.gofly-star { background: none; border: 0; font-size: 22px; color: #c9ccd1; cursor: pointer; }
+.gofly-star-on { color: #f5a623; }
+.gofly-rating-comment { width: 100%; box-sizing: border-box; margin: 4px 0; font: inherit; }
 .gofly-list {
   flex: 1; overflow-y: auto; padding: 12px; display: flex; flex-direction: column; gap: 8px;
   background: #f6f8fa;
