@@ -29,7 +29,7 @@ DEFAULTS: dict[str, Any] = {
     "data_dir": str(BASE_DIR / "var"),
     "server": {"host": "127.0.0.1", "port": 8000, "workers": 1, "public_url": ""},
     "database": {"url": "", "conn_max_age": 60},
-    "redis": {"hosts": []},
+    "redis": {"hosts": [], "prefix": "gofly"},
     "celery": {"broker_url": "", "result_backend": ""},
     "messages": {
         "max_text_bytes": 16384,

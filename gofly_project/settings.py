@@ -118,7 +118,7 @@ def _channel_layers() -> dict:
     return {
         "default": {
             "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-            "CONFIG": {"hosts": list(hosts), "prefix": "gofly"},
+            "CONFIG": {"hosts": list(hosts), "prefix": GOFLY["redis"]["prefix"]},
         }
     }
 

@@ -20,6 +20,7 @@ def test_load_without_config_file_is_embedded():
     assert loaded["mode"] == "embedded"
     assert loaded["database"]["url"] == ""
     assert loaded["redis"]["hosts"] == []
+    assert loaded["redis"]["prefix"] == "gofly"
 
 
 def test_load_example_file_with_env_overrides():
@@ -29,6 +30,7 @@ def test_load_example_file_with_env_overrides():
             "GOFLY_SECRET_KEY": "s" * 60,
             "GOFLY_SERVER_PORT": "9000",
             "GOFLY_REDIS_HOSTS": "redis://a:6379/0, redis://b:6379/0",
+            "GOFLY_REDIS_PREFIX": "gofly-eu",
             "GOFLY_MESSAGES_RATE_PER_SECOND": "2.5",
             "GOFLY_DEBUG": "false",
         }
@@ -37,6 +39,7 @@ def test_load_example_file_with_env_overrides():
     assert loaded["server"]["port"] == 9000
     assert loaded["server"]["workers"] == 2
     assert loaded["redis"]["hosts"] == ["redis://a:6379/0", "redis://b:6379/0"]
+    assert loaded["redis"]["prefix"] == "gofly-eu"
     assert loaded["messages"]["rate_per_second"] == 2.5
     assert loaded["database"]["url"] == "postgres://gofly@127.0.0.1:5432/gofly"
 
