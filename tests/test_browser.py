@@ -9,24 +9,15 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
-import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlparse, urlunparse
 
 import pytest
 
 from tests.conftest import IN_CI
+from tests.processes import PASSWORD, ServerProcess, demo_site_key
 
 CHROMIUM = os.environ.get("GOFLY_CHROMIUM", "/usr/bin/chromium")
-ROOT = Path(__file__).resolve().parent.parent
-PASSWORD = "demo-" + secrets.token_hex(6)
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -38,12 +29,6 @@ CHROMIUM_ARGS = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _require_browser():
     if not Path(CHROMIUM).exists():
         message = f"{CHROMIUM} is missing; install Debian's chromium package (.ci/run does)."
@@ -53,100 +38,6 @@ def _require_browser():
     from playwright.sync_api import sync_playwright
 
     return sync_playwright
-
-
-def _fresh_database_url(tmp: Path) -> tuple[str, str | None]:
-    """A database for the server process alone; returns (url, postgres name to drop)."""
-    base = os.environ.get("DATABASE_URL")
-    if not base:
-        return f"sqlite:///{tmp / 'e2e.sqlite3'}", None
-    import psycopg2
-
-    name = "gofly_e2e_" + secrets.token_hex(4)
-    admin = urlunparse(urlparse(base)._replace(path="/postgres"))
-    conn = psycopg2.connect(admin)
-    conn.autocommit = True
-    with conn.cursor() as cursor:
-        cursor.execute(f'CREATE DATABASE "{name}"')
-    conn.close()
-    return urlunparse(urlparse(base)._replace(path="/" + name)), name
-
-
-def _drop_database(name: str) -> None:
-    import psycopg2
-
-    admin = urlunparse(urlparse(os.environ["DATABASE_URL"])._replace(path="/postgres"))
-    conn = psycopg2.connect(admin)
-    conn.autocommit = True
-    with conn.cursor() as cursor:
-        cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    conn.close()
-
-
-class ServerProcess:
-    """A real gofly server (daphne) on its own database, which a test can stop and restart."""
-
-    def __init__(self, tmp: Path, scheduler: bool = False) -> None:
-        self.tmp = tmp
-        self.scheduler = scheduler
-        url, self.pg_name = _fresh_database_url(tmp)
-        self.env = {
-            **os.environ,
-            "GOFLY_DATA_DIR": str(tmp),
-            "DATABASE_URL": url,
-            "GOFLY_DEMO_PASSWORD": PASSWORD,
-        }
-        self.manage = [sys.executable, str(ROOT / "manage.py")]
-        self.port = _free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.process: subprocess.Popen | None = None
-        subprocess.run([*self.manage, "migrate", "-v0"], env=self.env, check=True, cwd=ROOT)
-        subprocess.run(
-            [*self.manage, "gofly_demo"],
-            env=self.env,
-            check=True,
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-        )
-
-    def start(self) -> None:
-        log = open(self.tmp / "server.log", "a")
-        options = [] if self.scheduler else ["--no-scheduler"]
-        self.process = subprocess.Popen(
-            [*self.manage, "gofly_serve", "--port", str(self.port), *options],
-            env=self.env,
-            cwd=ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        log.close()
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(self.base + "/healthz", timeout=1)
-                return
-            except OSError as exc:
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    output = (self.tmp / "server.log").read_text()[-2000:]
-                    raise RuntimeError("server did not start: " + output) from exc
-                time.sleep(0.2)
-
-    def stop(self) -> None:
-        if self.process is None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(5)
-        self.process = None
-
-    def close(self) -> None:
-        self.stop()
-        if self.pg_name:
-            _drop_database(self.pg_name)
-        shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -166,12 +57,6 @@ def browser():
         instance = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield instance
         instance.close()
-
-
-def _demo_site_key(base: str) -> str:
-    """The demo site's key, read from the demo page's embed snippet."""
-    html = urllib.request.urlopen(base + "/demo/", timeout=10).read().decode()
-    return html.split('data-site="', 1)[1].split('"', 1)[0]
 
 
 def log_in(page, base: str) -> None:
@@ -298,7 +183,7 @@ def test_lost_live_frames_are_fetched_when_a_hole_shows(server, browser):
     agent = browser.new_context().new_page()
     _drop_first(visitor, "**/ws/visitor/**", "lost for the visitor")
     _drop_first(agent, "**/ws/agent/**", "lost for the agent")
-    visitor.goto(server + "/demo/?site=" + _demo_site_key(server))
+    visitor.goto(server + "/demo/?site=" + demo_site_key(server))
     visitor.click(".gofly-launcher")
     visitor.fill(".gofly-input", "hello")
     visitor.press(".gofly-input", "Enter")

@@ -18,7 +18,7 @@ import pytest
 import websockets
 
 from tests.conftest import REDIS_URL
-from tests.test_browser import ServerProcess, _demo_site_key, _free_port
+from tests.processes import ServerProcess, demo_site_key, free_port
 
 ROUNDS = 5
 
@@ -37,7 +37,7 @@ class OwnRedis:
 
     def __init__(self, binary: str, directory) -> None:
         self.binary = binary
-        self.port = _free_port()
+        self.port = free_port()
         self.directory = directory
         self.process: subprocess.Popen | None = None
 
@@ -196,15 +196,8 @@ def test_redis_killed_mid_conversation_loses_nothing(tmp_path_factory):
     server.env["REDIS_URL"] = redis.url
     try:
         server.start()  # embedded mode with a Redis layer: its scheduler relays the outbox
-        site = _demo_site_key(server.base)
-        cookie = subprocess.run(
-            [server.manage[0], "-m", "bench.agent_session"],
-            env=server.env,
-            cwd=server.manage[1].rsplit("/", 1)[0],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
+        site = demo_site_key(server.base)
+        cookie = server.agent_cookie()
         result = asyncio.run(_converse(server.base, site, cookie, redis))
     finally:
         server.close()
