@@ -1,23 +1,35 @@
-"""Faults survived by real processes: a gofly server whose own Redis is killed mid-conversation.
+"""Faults survived by real processes, each test printing its counts as a FAULT-COUNTS line.
 
-The test starts its own redis-server on a spare port (never the shared one), a gofly server
-using it, and plain WebSocket clients on 127.0.0.1. Loops are bounded in count and time, and
-only the processes started here are stopped, by their PIDs.
+- Redis killed: a gofly server whose own redis-server (on a spare port, never the shared one)
+  is killed mid-conversation and started again.
+- Server killed: two gofly servers share one PostgreSQL database and the Redis of REDIS_URL;
+  the one every socket is on gets SIGKILL while they send, and the clients carry on with the
+  other.
+- Database unreachable: a gofly server reaches PostgreSQL through a TCP relay the test cuts.
+
+Clients are plain WebSocket clients on 127.0.0.1 that keep what widget.js and dashboard.js
+keep (tests/chat_clients.py). Loops are bounded in count and time, and only the processes
+started here are stopped, by their PIDs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
+import secrets
 import shutil
+import signal
 import subprocess
 import time
 import urllib.request
+from collections import Counter
 
 import pytest
 import websockets
 
-from tests.conftest import REDIS_URL
+from tests.chat_clients import RETRYABLE, AgentClient, ChatClient, VisitorClient
+from tests.conftest import REDIS_URL, require_postgres, require_redis
 from tests.processes import ServerProcess, demo_site_key, free_port
 
 ROUNDS = 5
@@ -188,7 +200,7 @@ async def _converse(base: str, site: str, cookie: str, redis: OwnRedis) -> dict:
 
 
 @pytest.mark.timeout(240)
-def test_redis_killed_mid_conversation_loses_nothing(tmp_path_factory):
+def test_redis_killed_mid_conversation_loses_nothing(tmp_path_factory, capsys):
     binary = _require_redis_server()
     redis = OwnRedis(binary, tmp_path_factory.mktemp("redis"))
     redis.start()
@@ -202,9 +214,219 @@ def test_redis_killed_mid_conversation_loses_nothing(tmp_path_factory):
     finally:
         server.close()
         redis.kill()
+    report_counts(capsys, "redis_killed", result)
 
     # Every message committed and acked; every one reached both parties (repeats from the
     # outbox's at-least-once delivery are dropped by seq, as the widget and dashboard do).
     assert result["acked"] == result["sent"] == 6 * ROUNDS, result
     assert result["lost_for_visitor"] == [] and result["lost_for_agent"] == [], result
     assert result["seqs"] == list(range(1, 6 * ROUNDS + 1)), result
+
+
+def report_counts(capsys: pytest.CaptureFixture, test: str, counts: dict) -> None:
+    """Print a test's counts as one JSON line, shown even when pytest captures output."""
+    with capsys.disabled():
+        print("\nFAULT-COUNTS", json.dumps({"test": test, **counts}, sort_keys=True))
+
+
+def _database_state(url: str) -> dict:
+    """What the database holds: messages by conversation and client_id, outbox rows left."""
+    import psycopg2
+
+    conn = psycopg2.connect(url)
+    try:
+        with conn.cursor() as cursor:
+            cursor.execute("SELECT conversation_id, client_id FROM chat_message")
+            rows = cursor.fetchall()
+            cursor.execute("SELECT id, last_seq FROM chat_conversation")
+            last_seq = dict(cursor.fetchall())
+            cursor.execute("SELECT count(*) FROM chat_outboxevent WHERE status = 'pending'")
+            outbox_pending = cursor.fetchone()[0]
+    finally:
+        conn.close()
+    stored = Counter(rows)
+    by_conversation: dict[int, set[str]] = {}
+    for conversation, client_id in rows:
+        by_conversation.setdefault(conversation, set()).add(client_id)
+    return {
+        "rows": len(rows),
+        "client_ids": {client_id for _, client_id in rows},
+        # Rows beyond the first for one (conversation, client_id): a message stored twice.
+        "stored_twice": sum(count - 1 for count in stored.values()),
+        "by_conversation": by_conversation,
+        "last_seq": last_seq,
+        "outbox_pending": outbox_pending,
+    }
+
+
+async def _wait_for(check, seconds: float, every: float = 0.25) -> bool:
+    """Poll an async `check` until it holds; bounded in time and so in count."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if await check():
+            return True
+        await asyncio.sleep(every)
+    return await check()
+
+
+def _lost_and_doubled(parties: list[ChatClient], state: dict) -> tuple[dict, dict, dict]:
+    """Per party: stored messages it never showed, ones it showed twice, and how many it saw."""
+    lost, doubled, delivered = {}, {}, {}
+    for party in parties:
+        if isinstance(party, VisitorClient):
+            expected = state["by_conversation"].get(party.conversation, set())
+        else:
+            expected = state["client_ids"]
+        lost[party.name] = sorted(expected - set(party.shown))
+        doubled[party.name] = party.shown_twice()
+        delivered[party.name] = len(set(party.shown))
+    return lost, doubled, delivered
+
+
+# A server process killed mid-conversation --------------------------------------------------
+
+VISITORS = 5
+SENDS_EACH = 30
+SEND_EVERY_SECONDS = 0.25  # four a second per socket, under the default rate of five
+KILL_AT_SHARE = 0.4  # process A dies once this share of all messages has been sent
+BURST = 5  # messages each socket sends just before the kill
+
+
+async def _talk(party: ChatClient) -> None:
+    for n in range(SENDS_EACH):
+        if isinstance(party, AgentClient):
+            for _ in range(100):  # the agent answers conversations it has heard of
+                if party.conversations:
+                    break
+                await asyncio.sleep(0.05)
+            conversation = party.conversations[n % len(party.conversations)]
+            await party.submit(f"agent reply {n}", conversation=conversation)
+        else:
+            await party.submit(f"{party.name} asks {n}")
+        await asyncio.sleep(SEND_EVERY_SECONDS)
+
+
+async def _kill_midway(server: ServerProcess, parties: list[ChatClient], url: str) -> dict:
+    total = len(parties) * SENDS_EACH
+    for _ in range(1200):  # at most a minute
+        if sum(len(party.sent) for party in parties) >= total * KILL_AT_SHARE:
+            break
+        await asyncio.sleep(0.05)
+    # A burst from every socket, and the kill while the server is still working through it:
+    # some messages are committed but not acked, some not even read.
+    for party in parties:
+        for n in range(BURST):
+            fields = {"conversation": party.conversations[0]} if party.kind == "agent" else {}
+            await party.submit(f"{party.name} burst {n}", **fields)
+    await asyncio.sleep(0.02)
+    os.kill(server.process.pid, signal.SIGKILL)
+    await asyncio.to_thread(server.process.wait, 10)
+    unacked = {cid for party in parties for cid in party.pending}
+    state = await asyncio.to_thread(_database_state, url)
+    return {
+        "sent_before_kill": sum(len(party.sent) for party in parties),
+        "unacked_at_kill": len(unacked),
+        # Committed by A, whose ack never came: the resend to B must get the same ack.
+        "stored_but_unacked_at_kill": len(unacked & state["client_ids"]),
+        # Written by A and never relayed: B's retry job must send them.
+        "outbox_pending_at_kill": state["outbox_pending"],
+    }
+
+
+async def _sigkill_conversations(a: ServerProcess, b: ServerProcess, site: str, cookie: str):
+    bases = [a.base, b.base]
+    visitors = [VisitorClient(f"visitor{i}", bases, site) for i in range(VISITORS)]
+    agent = AgentClient("agent", bases, cookie)
+    parties: list[ChatClient] = [*visitors, agent]
+    stop = asyncio.Event()
+    runners = [asyncio.create_task(party.run(stop)) for party in parties]
+    try:
+        for party in parties:
+            await asyncio.wait_for(party.connected.wait(), 15)
+        talkers = [asyncio.create_task(_talk(party)) for party in parties]
+        at_kill = await _kill_midway(a, parties, a.database_url)
+        await asyncio.gather(*talkers)
+
+        async def settled() -> bool:
+            if any(party.pending for party in parties):
+                return False
+            state = await asyncio.to_thread(_database_state, a.database_url)
+            return state["outbox_pending"] == 0 and all(
+                party.holds_all(
+                    state["last_seq"]
+                    if isinstance(party, AgentClient)
+                    else {party.conversation: state["last_seq"].get(party.conversation, 0)}
+                )
+                for party in parties
+            )
+
+        # Bounded: B's retry job runs every 5 s and takes rows 5 s old; a row A had leased
+        # waits out the 60 s lease.
+        await _wait_for(settled, 120, every=0.5)
+    finally:
+        stop.set()
+        await asyncio.gather(*runners, return_exceptions=True)
+        for party in parties:
+            await party.close()
+    for runner in runners:
+        runner.result()  # a client that gave up reconnecting fails the test here
+    return parties, at_kill
+
+
+@pytest.mark.timeout(300)
+def test_server_killed_mid_conversation_clients_resume_on_another(tmp_path_factory, capsys):
+    require_postgres(
+        "DATABASE_URL is not set to PostgreSQL; two server processes need one shared database."
+    )
+    redis_url = require_redis()
+    # Pub/sub channels ignore Redis database numbers: a prefix of its own keeps this test's
+    # groups apart from any other gofly on the same Redis.
+    prefix = "gofly-faults-" + secrets.token_hex(4)
+    a = ServerProcess(tmp_path_factory.mktemp("server-a"), scheduler=True)
+    b = ServerProcess(
+        tmp_path_factory.mktemp("server-b"), scheduler=True, database_url=a.database_url
+    )
+    for server in (a, b):
+        server.env.update({"REDIS_URL": redis_url, "GOFLY_REDIS_PREFIX": prefix})
+    try:
+        a.start()
+        b.start()
+        site = demo_site_key(a.base)
+        cookie = a.agent_cookie()
+        parties, at_kill = asyncio.run(_sigkill_conversations(a, b, site, cookie))
+        state = _database_state(a.database_url)
+    finally:
+        b.close()
+        a.close()  # owns the database and drops it
+
+    sent = {cid for party in parties for cid in party.sent}
+    acked = set().union(*(party.acked() for party in parties))
+    lost, doubled, delivered = _lost_and_doubled(parties, state)
+    refused = [e for party in parties for e in party.errors if e["code"] not in RETRYABLE]
+    counts = {
+        "sent": len(sent),
+        "acked": len(acked),
+        "stored": state["rows"],
+        "stored_twice": state["stored_twice"],
+        "never_stored": sorted(sent - state["client_ids"]),
+        "delivered": delivered,
+        "lost": lost,
+        "duplicates_shown": doubled,
+        "repeats_dropped_by_seq": sum(party.repeats_dropped for party in parties),
+        "resent": sum(party.resent for party in parties),
+        "reconnects": sum(party.connects - 1 for party in parties),
+        "refused": refused,
+        "outbox_pending_at_end": state["outbox_pending"],
+        **at_kill,
+    }
+    report_counts(capsys, "sigkill", counts)
+
+    # Then: every message stored once and acked, each party shows each message exactly once,
+    # and what A left in its outbox was relayed by B.
+    assert counts["acked"] == counts["sent"] == len(parties) * (SENDS_EACH + BURST), counts
+    assert counts["unacked_at_kill"] > 0, counts  # the kill caught messages in flight
+    assert counts["stored"] == counts["sent"] and counts["stored_twice"] == 0, counts
+    assert counts["never_stored"] == [] and refused == [], counts
+    assert all(not ids for ids in lost.values()), counts
+    assert all(not ids for ids in doubled.values()), counts
+    assert counts["outbox_pending_at_end"] == 0, counts
