@@ -24,13 +24,14 @@ import subprocess
 import time
 import urllib.request
 from collections import Counter
+from urllib.parse import urlparse
 
 import pytest
 import websockets
 
 from tests.chat_clients import RETRYABLE, AgentClient, ChatClient, VisitorClient
 from tests.conftest import REDIS_URL, require_postgres, require_redis
-from tests.processes import ServerProcess, demo_site_key, free_port
+from tests.processes import ServerProcess, TcpProxy, demo_site_key, free_port
 
 ROUNDS = 5
 
@@ -430,3 +431,139 @@ def test_server_killed_mid_conversation_clients_resume_on_another(tmp_path_facto
     assert all(not ids for ids in lost.values()), counts
     assert all(not ids for ids in doubled.values()), counts
     assert counts["outbox_pending_at_end"] == 0, counts
+
+
+# The database unreachable for a moment ----------------------------------------------------
+
+UNAVAILABLE = "The message could not be saved right now; it was not stored. Send it again."
+CUT_SECONDS = 4.0  # long enough for the client's first timed resend (2 s) to fail as well
+
+
+async def _acked(party: ChatClient, client_ids: list[str], seconds: float) -> bool:
+    async def check() -> bool:
+        return set(client_ids) <= party.acked()
+
+    return await _wait_for(check, seconds)
+
+
+async def _database_outage(server: ServerProcess, proxy: TcpProxy, site: str, cookie: str):
+    visitor = VisitorClient("visitor", [server.base], site)
+    agent = AgentClient("agent", [server.base], cookie)
+    stop = asyncio.Event()
+    runners = [asyncio.create_task(party.run(stop)) for party in (visitor, agent)]
+    seen: dict = {}
+    try:
+        for party in (visitor, agent):
+            await asyncio.wait_for(party.connected.wait(), 15)
+        before = [await visitor.submit(f"before the cut {n}") for n in range(3)]
+        assert await _acked(visitor, before, 20), visitor.acks
+
+        # When: the database becomes unreachable while the visitor writes.
+        proxy.cut()
+        cut_at = time.monotonic()
+        during = []
+        for n in range(4):
+            during.append(await visitor.submit(f"during the cut {n}"))
+            await asyncio.sleep(0.2)
+
+        async def all_refused() -> bool:
+            return set(during) <= {error.get("client_id") for error in visitor.errors}
+
+        assert await _wait_for(all_refused, 20), visitor.errors
+        await asyncio.sleep(max(0.0, cut_at + CUT_SECONDS - time.monotonic()))
+        seen["acked_during_cut"] = sorted(visitor.acked() & set(during))
+        seen["errors_during_cut"] = len(visitor.errors)
+        proxy.restore()
+        restored_at = time.monotonic()
+
+        # Then: the visitor's own timer sends them again, with the same client_ids.
+        assert await _acked(visitor, during, 60), (visitor.pending, visitor.errors)
+        seen["seconds_to_ack_after_restore"] = round(time.monotonic() - restored_at, 2)
+
+        # A message acked before the cut, sent again: the same ack, nothing new stored.
+        first = next(ack for ack in visitor.acks if ack["client_id"] == before[0])
+        await visitor.send({"type": "message", "client_id": before[0], "body": "before the cut 0"})
+
+        async def acked_twice() -> bool:
+            return sum(ack["client_id"] == before[0] for ack in visitor.acks) == 2
+
+        assert await _wait_for(acked_twice, 20), visitor.acks
+        seen["repeat_ack"] = [ack for ack in visitor.acks if ack["client_id"] == before[0]][1]
+        seen["first_ack"] = first
+
+        after = [await visitor.submit(f"after the cut {n}") for n in range(2)]
+        assert await _acked(visitor, after, 20), visitor.acks
+
+        async def agent_has_all() -> bool:
+            return agent.holds_all({visitor.conversation: len(visitor.sent)})
+
+        await _wait_for(agent_has_all, 30)
+    finally:
+        stop.set()
+        await asyncio.gather(*runners, return_exceptions=True)
+        for party in (visitor, agent):
+            await party.close()
+    for runner in runners:
+        runner.result()
+    return visitor, agent, during, seen
+
+
+@pytest.mark.timeout(240)
+def test_database_unreachable_messages_resent_and_stored_once(tmp_path_factory, capsys):
+    require_postgres(
+        "DATABASE_URL is not set to PostgreSQL; the outage needs a database server to cut "
+        "off (the embedded SQLite is a local file)."
+    )
+    server = ServerProcess(tmp_path_factory.mktemp("outage"), scheduler=True)
+    target = urlparse(server.database_url)
+    proxy = TcpProxy(target.hostname or "127.0.0.1", target.port or 5432)
+    # The server alone goes through the relay; the test checks the database directly.
+    server.env["DATABASE_URL"] = proxy.url_for(server.database_url)
+    try:
+        proxy.start()
+        server.start()
+        site = demo_site_key(server.base)
+        cookie = server.agent_cookie()
+        visitor, agent, during, seen = asyncio.run(_database_outage(server, proxy, site, cookie))
+        state = _database_state(server.database_url)
+    finally:
+        server.close()
+        proxy.close()
+
+    refusals = [error for error in visitor.errors if error["client_id"] in during]
+    lost, doubled, delivered = _lost_and_doubled([visitor, agent], state)
+    counts = {
+        "sent": len(visitor.sent),
+        "acked": len(visitor.acked()),
+        "stored": state["rows"],
+        "stored_twice": state["stored_twice"],
+        "refused_unavailable": len(refusals),
+        "other_errors": [e for e in visitor.errors if e not in refusals],
+        "resent": visitor.resent,
+        "delivered": delivered,
+        "lost": lost,
+        "duplicates_shown": doubled,
+        "relay_connections": proxy.accepted,
+        **seen,
+    }
+    report_counts(capsys, "database_unreachable", counts)
+
+    # Every refusal during the cut is the exact unavailable error, and nothing was acked then.
+    for client_id in during:
+        first = next(error for error in refusals if error["client_id"] == client_id)
+        assert first == {
+            "type": "error",
+            "code": "unavailable",
+            "detail": UNAVAILABLE,
+            "client_id": client_id,
+        }
+    assert counts["other_errors"] == [] and seen["acked_during_cut"] == [], counts
+    # The client resent on its own timer (more refusals than messages) and after the cut
+    # every message was acked and stored exactly once.
+    assert len(refusals) > len(during), counts
+    assert counts["acked"] == counts["sent"] == counts["stored"] == 9, counts
+    assert counts["stored_twice"] == 0 and state["client_ids"] == set(visitor.sent), counts
+    # The repeat of an acked client_id got the very same ack.
+    assert seen["repeat_ack"] == seen["first_ack"], counts
+    assert all(not ids for ids in lost.values()), counts
+    assert all(not ids for ids in doubled.values()), counts
