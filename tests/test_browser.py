@@ -11,11 +11,12 @@ import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlparse
 
 import pytest
 
-from tests.conftest import IN_CI
-from tests.processes import PASSWORD, ServerProcess, demo_site_key
+from tests.conftest import IN_CI, require_postgres
+from tests.processes import PASSWORD, ServerProcess, TcpProxy, demo_site_key
 
 CHROMIUM = os.environ.get("GOFLY_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -205,3 +206,87 @@ def test_lost_live_frames_are_fetched_when_a_hole_shows(server, browser):
     visitor.press(".gofly-input", "Enter")
     agent.locator(".msg-visitor[data-seq='4']").wait_for()
     assert "lost for the agent" in agent.locator(".msg[data-seq='3']").inner_text()
+
+
+def test_widget_and_dashboard_resend_what_the_database_refused(tmp_path_factory, browser):
+    require_postgres(
+        "DATABASE_URL is not set to PostgreSQL; the outage needs a database server to cut "
+        "off (the embedded SQLite is a local file)."
+    )
+    server = ServerProcess(tmp_path_factory.mktemp("outage-e2e"))
+    target = urlparse(server.database_url)
+    proxy = TcpProxy(target.hostname or "127.0.0.1", target.port or 5432)
+    server.env["DATABASE_URL"] = proxy.url_for(server.database_url)
+    sockets: list[str] = []
+    refusals: list[str] = []
+
+    def watch(socket) -> None:
+        sockets.append(socket.url)
+
+        def received(payload) -> None:
+            frame = json.loads(payload)
+            if frame.get("type") == "error" and frame.get("code") == "unavailable":
+                refusals.append(socket.url)
+
+        socket.on("framereceived", received)
+
+    try:
+        proxy.start()
+        server.start()
+        visitor = browser.new_context().new_page()
+        agent = browser.new_context().new_page()
+        for page in (visitor, agent):
+            page.on("websocket", watch)
+        visitor.goto(server.base + "/demo/")
+        visitor.click(".gofly-launcher")
+        visitor.fill(".gofly-input", "first question")
+        visitor.press(".gofly-input", "Enter")
+        visitor.locator(".gofly-msg-visitor[data-seq='1']").wait_for()
+        log_in(agent, server.base)
+        agent.locator(".conv-item").first.click()
+        agent.locator(".msg-visitor[data-seq='1']").wait_for()
+
+        # When: the database is unreachable while both write; each gets `unavailable`.
+        proxy.cut()
+        visitor.fill(".gofly-input", "written while the database was away")
+        visitor.press(".gofly-input", "Enter")
+        agent.fill("#composer-input", "answered while the database was away")
+        agent.press("#composer-input", "Enter")
+        visitor.locator(".gofly-note", has_text="Not sent, retrying").wait_for()
+        for _ in range(100):  # at most 10 s for the dashboard's refusal
+            if any("/ws/agent/" in url for url in refusals):
+                break
+            agent.wait_for_timeout(100)
+        assert {url.split("/ws/")[1][:5] for url in refusals} == {"visit", "agent"}, refusals
+        proxy.restore()
+
+        # Then: with no click, no reload and no reconnect, both messages are stored and shown.
+        visitor_line = "written while the database was away"
+        agent_line = "answered while the database was away"
+        visitor.locator(".gofly-msg-visitor[data-seq]", has_text=visitor_line).wait_for()
+        visitor.locator(".gofly-msg-agent[data-seq]", has_text=agent_line).wait_for()
+        agent.locator(".msg-visitor[data-seq]", has_text=visitor_line).wait_for()
+        agent.locator(".msg-agent[data-seq]", has_text=agent_line).wait_for()
+        assert len(sockets) == 2, sockets
+        assert visitor.locator(".gofly-msg[data-seq]").count() == 3
+        assert agent.locator(".msg[data-seq]").count() == 3
+        assert _stored_bodies(server.database_url) == {
+            "first question": 1,
+            visitor_line: 1,
+            agent_line: 1,
+        }
+    finally:
+        server.close()
+        proxy.close()
+
+
+def _stored_bodies(url: str) -> dict[str, int]:
+    import psycopg2
+
+    conn = psycopg2.connect(url)
+    try:
+        with conn.cursor() as cursor:
+            cursor.execute("SELECT body, count(*) FROM chat_message GROUP BY body")
+            return dict(cursor.fetchall())
+    finally:
+        conn.close()
