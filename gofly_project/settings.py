@@ -101,6 +101,9 @@ def _database() -> dict:
         "PORT": db.port,
         "OPTIONS": db.options or {},
         "CONN_MAX_AGE": GOFLY["database"]["conn_max_age"],
+        # After a database outage, each pool thread's kept connection is broken; checked before
+        # use, it is replaced instead of refusing one more message per thread once the
+        # database is back (tests/test_faults.py, the database outage test, shows both).
         "CONN_HEALTH_CHECKS": True,
     }
 

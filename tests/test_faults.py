@@ -437,6 +437,12 @@ def test_server_killed_mid_conversation_clients_resume_on_another(tmp_path_facto
 
 UNAVAILABLE = "The message could not be saved right now; it was not stored. Send it again."
 CUT_SECONDS = 4.0  # long enough for the client's first timed resend (2 s) to fail as well
+# Visitors writing at once, so that each of the server's pool threads holds a connection when
+# the cut comes (the default executor has min(32, cores + 4) threads: 6 on a 2-core machine).
+CROWD = 6
+# Few messages during the cut: the pool threads they do not reach keep their broken connections
+# unused until the database is back.
+DURING = 2
 
 
 async def _acked(party: ChatClient, client_ids: list[str], seconds: float) -> bool:
@@ -446,23 +452,34 @@ async def _acked(party: ChatClient, client_ids: list[str], seconds: float) -> bo
     return await _wait_for(check, seconds)
 
 
+async def _crowd_writes(crowd: list[VisitorClient], label: str) -> None:
+    """Every crowd visitor writes at once, so the server's pool threads each hold a connection."""
+    sent = await asyncio.gather(*(party.submit(f"{party.name} {label}") for party in crowd))
+    for party, client_id in zip(crowd, sent, strict=True):
+        assert await _acked(party, [client_id], 30), (party.pending, party.errors)
+
+
 async def _database_outage(server: ServerProcess, proxy: TcpProxy, site: str, cookie: str):
     visitor = VisitorClient("visitor", [server.base], site)
+    crowd = [VisitorClient(f"crowd{i}", [server.base], site) for i in range(CROWD)]
     agent = AgentClient("agent", [server.base], cookie)
+    parties: list[ChatClient] = [visitor, *crowd, agent]
     stop = asyncio.Event()
-    runners = [asyncio.create_task(party.run(stop)) for party in (visitor, agent)]
+    runners = [asyncio.create_task(party.run(stop)) for party in parties]
     seen: dict = {}
     try:
-        for party in (visitor, agent):
+        for party in parties:
             await asyncio.wait_for(party.connected.wait(), 15)
         before = [await visitor.submit(f"before the cut {n}") for n in range(3)]
         assert await _acked(visitor, before, 20), visitor.acks
+        for _ in range(2):
+            await _crowd_writes(crowd, "before the cut")
 
-        # When: the database becomes unreachable while the visitor writes.
+        # When: the database becomes unreachable while one visitor writes.
         proxy.cut()
         cut_at = time.monotonic()
         during = []
-        for n in range(4):
+        for n in range(DURING):
             during.append(await visitor.submit(f"during the cut {n}"))
             await asyncio.sleep(0.2)
 
@@ -472,13 +489,19 @@ async def _database_outage(server: ServerProcess, proxy: TcpProxy, site: str, co
         assert await _wait_for(all_refused, 20), visitor.errors
         await asyncio.sleep(max(0.0, cut_at + CUT_SECONDS - time.monotonic()))
         seen["acked_during_cut"] = sorted(visitor.acked() & set(during))
-        seen["errors_during_cut"] = len(visitor.errors)
+        refused_before = {party.name: len(party.errors) for party in parties}
         proxy.restore()
         restored_at = time.monotonic()
 
         # Then: the visitor's own timer sends them again, with the same client_ids.
         assert await _acked(visitor, during, 60), (visitor.pending, visitor.errors)
         seen["seconds_to_ack_after_restore"] = round(time.monotonic() - restored_at, 2)
+        # The crowd's pool threads kept their connections through the cut without using them;
+        # a server that served from such a broken connection would refuse again now.
+        await _crowd_writes(crowd, "after the cut")
+        seen["refused_after_restore"] = [
+            error for party in parties for error in party.errors[refused_before[party.name] :]
+        ]
 
         # A message acked before the cut, sent again: the same ack, nothing new stored.
         first = next(ack for ack in visitor.acks if ack["client_id"] == before[0])
@@ -495,17 +518,18 @@ async def _database_outage(server: ServerProcess, proxy: TcpProxy, site: str, co
         assert await _acked(visitor, after, 20), visitor.acks
 
         async def agent_has_all() -> bool:
-            return agent.holds_all({visitor.conversation: len(visitor.sent)})
+            state = await asyncio.to_thread(_database_state, server.database_url)
+            return agent.holds_all(state["last_seq"])
 
-        await _wait_for(agent_has_all, 30)
+        await _wait_for(agent_has_all, 30, every=0.5)
     finally:
         stop.set()
         await asyncio.gather(*runners, return_exceptions=True)
-        for party in (visitor, agent):
+        for party in parties:
             await party.close()
     for runner in runners:
         runner.result()
-    return visitor, agent, during, seen
+    return parties, during, seen
 
 
 @pytest.mark.timeout(240)
@@ -524,22 +548,25 @@ def test_database_unreachable_messages_resent_and_stored_once(tmp_path_factory, 
         server.start()
         site = demo_site_key(server.base)
         cookie = server.agent_cookie()
-        visitor, agent, during, seen = asyncio.run(_database_outage(server, proxy, site, cookie))
+        parties, during, seen = asyncio.run(_database_outage(server, proxy, site, cookie))
         state = _database_state(server.database_url)
     finally:
         server.close()
         proxy.close()
 
+    visitor = parties[0]
     refusals = [error for error in visitor.errors if error["client_id"] in during]
-    lost, doubled, delivered = _lost_and_doubled([visitor, agent], state)
+    errors = [error for party in parties for error in party.errors]
+    sent = [client_id for party in parties for client_id in party.sent]
+    lost, doubled, delivered = _lost_and_doubled(parties, state)
     counts = {
-        "sent": len(visitor.sent),
-        "acked": len(visitor.acked()),
+        "sent": len(sent),
+        "acked": len(set().union(*(party.acked() for party in parties))),
         "stored": state["rows"],
         "stored_twice": state["stored_twice"],
         "refused_unavailable": len(refusals),
-        "other_errors": [e for e in visitor.errors if e not in refusals],
-        "resent": visitor.resent,
+        "other_errors": [error for error in errors if error not in refusals],
+        "resent": sum(party.resent for party in parties),
         "delivered": delivered,
         "lost": lost,
         "duplicates_shown": doubled,
@@ -557,12 +584,14 @@ def test_database_unreachable_messages_resent_and_stored_once(tmp_path_factory, 
             "detail": UNAVAILABLE,
             "client_id": client_id,
         }
-    assert counts["other_errors"] == [] and seen["acked_during_cut"] == [], counts
+    assert seen["acked_during_cut"] == [], counts
+    # Once the database is back nothing is refused, and only the cut's messages ever were.
+    assert seen["refused_after_restore"] == [] and counts["other_errors"] == [], counts
     # The client resent on its own timer (more refusals than messages) and after the cut
     # every message was acked and stored exactly once.
     assert len(refusals) > len(during), counts
-    assert counts["acked"] == counts["sent"] == counts["stored"] == 9, counts
-    assert counts["stored_twice"] == 0 and state["client_ids"] == set(visitor.sent), counts
+    assert counts["acked"] == counts["sent"] == counts["stored"] == 5 + DURING + 3 * CROWD, counts
+    assert counts["stored_twice"] == 0 and state["client_ids"] == set(sent), counts
     # The repeat of an acked client_id got the very same ack.
     assert seen["repeat_ack"] == seen["first_ack"], counts
     assert all(not ids for ids in lost.values()), counts
