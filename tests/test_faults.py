@@ -291,6 +291,9 @@ SENDS_EACH = 30
 SEND_EVERY_SECONDS = 0.25  # four a second per socket, under the default rate of five
 KILL_AT_SHARE = 0.4  # process A dies once this share of all messages has been sent
 BURST = 5  # messages each socket sends just before the kill
+# Long enough for A to commit some of the burst, far too short to answer all of it (each socket's
+# frames are handled one after another).
+KILL_AFTER_BURST_SECONDS = 0.05
 
 
 async def _talk(party: ChatClient) -> None:
@@ -319,7 +322,7 @@ async def _kill_midway(server: ServerProcess, parties: list[ChatClient], url: st
         for n in range(BURST):
             fields = {"conversation": party.conversations[0]} if party.kind == "agent" else {}
             await party.submit(f"{party.name} burst {n}", **fields)
-    await asyncio.sleep(0.02)
+    await asyncio.sleep(KILL_AFTER_BURST_SECONDS)
     os.kill(server.process.pid, signal.SIGKILL)
     await asyncio.to_thread(server.process.wait, 10)
     unacked = {cid for party in parties for cid in party.pending}
@@ -426,6 +429,9 @@ def test_server_killed_mid_conversation_clients_resume_on_another(tmp_path_facto
     # and what A left in its outbox was relayed by B.
     assert counts["acked"] == counts["sent"] == len(parties) * (SENDS_EACH + BURST), counts
     assert counts["unacked_at_kill"] > 0, counts  # the kill caught messages in flight
+    # Shortcoming: whether the kill lands between a commit and its ack or relay is up to timing
+    # (1 to 5 of each in runs here), so stored_but_unacked_at_kill and outbox_pending_at_kill
+    # are printed, not asserted; a zero means that run did not exercise B's resend or retry.
     assert counts["stored"] == counts["sent"] and counts["stored_twice"] == 0, counts
     assert counts["never_stored"] == [] and refused == [], counts
     assert all(not ids for ids in lost.values()), counts
