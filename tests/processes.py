@@ -75,6 +75,7 @@ class ServerProcess:
         self.tmp = tmp
         self.scheduler = scheduler
         self.pg_name: str | None = None
+        fresh = database_url is None
         if database_url is None:
             database_url, self.pg_name = fresh_database_url(tmp)
         # The database as the test reaches it; a test may point the server elsewhere (a relay)
@@ -84,6 +85,10 @@ class ServerProcess:
             **os.environ,
             "GOFLY_DATA_DIR": str(tmp),
             "GOFLY_SECRET_KEY": SECRET_KEY,
+            # With REDIS_URL set: Redis pub/sub ignores database numbers, and another install's
+            # fresh database has a visitor 1 and a site 1 too, so groups need a prefix of their
+            # own. Servers sharing a database must share it as well.
+            "GOFLY_REDIS_PREFIX": "gofly-test-" + secrets.token_hex(4),
             "DATABASE_URL": database_url,
             "GOFLY_DEMO_PASSWORD": PASSWORD,
         }
@@ -91,7 +96,7 @@ class ServerProcess:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen | None = None
-        if self.pg_name is not None or database_url.startswith("sqlite"):
+        if fresh:
             self._prepare()
 
     def _prepare(self) -> None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import secrets
 import shutil
 import signal
 import subprocess
@@ -320,7 +319,8 @@ async def _kill_midway(server: ServerProcess, parties: list[ChatClient], url: st
     # some messages are committed but not acked, some not even read.
     for party in parties:
         for n in range(BURST):
-            fields = {"conversation": party.conversations[0]} if party.kind == "agent" else {}
+            agent = isinstance(party, AgentClient)
+            fields = {"conversation": party.conversations[0]} if agent else {}
             await party.submit(f"{party.name} burst {n}", **fields)
     await asyncio.sleep(KILL_AFTER_BURST_SECONDS)
     os.kill(server.process.pid, signal.SIGKILL)
@@ -383,15 +383,15 @@ def test_server_killed_mid_conversation_clients_resume_on_another(tmp_path_facto
         "DATABASE_URL is not set to PostgreSQL; two server processes need one shared database."
     )
     redis_url = require_redis()
-    # Pub/sub channels ignore Redis database numbers: a prefix of its own keeps this test's
-    # groups apart from any other gofly on the same Redis.
-    prefix = "gofly-faults-" + secrets.token_hex(4)
     a = ServerProcess(tmp_path_factory.mktemp("server-a"), scheduler=True)
     b = ServerProcess(
         tmp_path_factory.mktemp("server-b"), scheduler=True, database_url=a.database_url
     )
+    # One install of two processes: the same Redis and the same channel prefix.
     for server in (a, b):
-        server.env.update({"REDIS_URL": redis_url, "GOFLY_REDIS_PREFIX": prefix})
+        server.env.update(
+            {"REDIS_URL": redis_url, "GOFLY_REDIS_PREFIX": a.env["GOFLY_REDIS_PREFIX"]}
+        )
     try:
         a.start()
         b.start()
