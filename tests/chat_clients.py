@@ -34,8 +34,6 @@ class ChatClient:
     last, then the next, as a load balancer would steer around a dead process.
     """
 
-    kind = ""
-
     def __init__(self, name: str, bases: list[str]) -> None:
         self.name = name
         self.bases = bases
@@ -225,8 +223,6 @@ class ChatClient:
 class VisitorClient(ChatClient):
     """A widget: one visitor's socket, by token, on whichever server answers."""
 
-    kind = "visitor"
-
     def __init__(self, name: str, bases: list[str], site: str) -> None:
         super().__init__(name, bases)
         request = urllib.request.Request(
@@ -257,8 +253,6 @@ class VisitorClient(ChatClient):
 
 class AgentClient(ChatClient):
     """A dashboard: the agent's socket by session cookie, its list fetched on every connect."""
-
-    kind = "agent"
 
     def __init__(self, name: str, bases: list[str], cookie: str) -> None:
         super().__init__(name, bases)
