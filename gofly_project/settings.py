@@ -92,6 +92,10 @@ def _database() -> dict:
             # A file, not :memory:, so tests see the same locking as a real run.
             "TEST": {"NAME": str(DATA_DIR / "test.sqlite3")},
         }
+    # TODO(gofly): no default connect_timeout or TCP keepalives: a database that drops packets
+    # instead of closing connections holds a pool thread until the OS's TCP timeout. Set them
+    # (DATABASE_URL query options work today) once a fault test with a relay that blackholes
+    # traffic shows good values (issue 3).
     return {
         "ENGINE": db.engine,
         "NAME": db.name,
@@ -101,6 +105,9 @@ def _database() -> dict:
         "PORT": db.port,
         "OPTIONS": db.options or {},
         "CONN_MAX_AGE": GOFLY["database"]["conn_max_age"],
+        # After a database outage, each pool thread's kept connection is broken; checked before
+        # use, it is replaced instead of refusing one more message per thread once the
+        # database is back (tests/test_faults.py, the database outage test, shows both).
         "CONN_HEALTH_CHECKS": True,
     }
 

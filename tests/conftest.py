@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from urllib.parse import urlparse, urlunparse
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -45,6 +46,27 @@ def require_redis() -> str:
             pytest.fail(message)
         pytest.skip(message)
     return REDIS_URL
+
+
+def require_postgres(reason: str) -> str:
+    """Return DATABASE_URL when it names a reachable PostgreSQL; skip with `reason` without one.
+
+    An unreachable PostgreSQL skips too, but fails under CI.
+    """
+    url = os.environ.get("DATABASE_URL", "")
+    if urlparse(url).scheme not in {"postgres", "postgresql", "pgsql"}:
+        pytest.skip(reason)
+    import psycopg2
+
+    try:
+        admin = urlunparse(urlparse(url)._replace(path="/postgres"))
+        psycopg2.connect(admin, connect_timeout=2).close()
+    except psycopg2.Error as exc:
+        message = f"PostgreSQL at {url} is unreachable: {exc}".strip()
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return url
 
 
 @pytest.fixture(autouse=True)

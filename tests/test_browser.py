@@ -9,24 +9,16 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
-import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlparse, urlunparse
+from urllib.parse import urlparse
 
 import pytest
 
-from tests.conftest import IN_CI
+from tests.conftest import IN_CI, require_postgres
+from tests.processes import PASSWORD, ServerProcess, TcpProxy, demo_site_key
 
 CHROMIUM = os.environ.get("GOFLY_CHROMIUM", "/usr/bin/chromium")
-ROOT = Path(__file__).resolve().parent.parent
-PASSWORD = "demo-" + secrets.token_hex(6)
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -38,12 +30,6 @@ CHROMIUM_ARGS = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _require_browser():
     if not Path(CHROMIUM).exists():
         message = f"{CHROMIUM} is missing; install Debian's chromium package (.ci/run does)."
@@ -53,112 +39,6 @@ def _require_browser():
     from playwright.sync_api import sync_playwright
 
     return sync_playwright
-
-
-def _fresh_database_url(tmp: Path) -> tuple[str, str | None]:
-    """A database for the server process alone; returns (url, postgres name to drop)."""
-    base = os.environ.get("DATABASE_URL")
-    if not base:
-        return f"sqlite:///{tmp / 'e2e.sqlite3'}", None
-    import psycopg2
-
-    name = "gofly_e2e_" + secrets.token_hex(4)
-    admin = urlunparse(urlparse(base)._replace(path="/postgres"))
-    conn = psycopg2.connect(admin)
-    conn.autocommit = True
-    with conn.cursor() as cursor:
-        cursor.execute(f'CREATE DATABASE "{name}"')
-    conn.close()
-    return urlunparse(urlparse(base)._replace(path="/" + name)), name
-
-
-def _drop_database(name: str) -> None:
-    import psycopg2
-
-    admin = urlunparse(urlparse(os.environ["DATABASE_URL"])._replace(path="/postgres"))
-    conn = psycopg2.connect(admin)
-    conn.autocommit = True
-    with conn.cursor() as cursor:
-        cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    conn.close()
-
-
-class ServerProcess:
-    """A real gofly server (daphne) on its own database, which a test can stop and restart."""
-
-    def __init__(self, tmp: Path, scheduler: bool = False) -> None:
-        self.tmp = tmp
-        self.scheduler = scheduler
-        url, self.pg_name = _fresh_database_url(tmp)
-        self.env = {
-            **os.environ,
-            "GOFLY_DATA_DIR": str(tmp),
-            "DATABASE_URL": url,
-            "GOFLY_DEMO_PASSWORD": PASSWORD,
-        }
-        self.manage = [sys.executable, str(ROOT / "manage.py")]
-        self.port = _free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.process: subprocess.Popen | None = None
-        subprocess.run([*self.manage, "migrate", "-v0"], env=self.env, check=True, cwd=ROOT)
-        subprocess.run(
-            [*self.manage, "gofly_demo"],
-            env=self.env,
-            check=True,
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-        )
-
-    def shell(self, code: str) -> str:
-        """Run Python in `manage.py shell` against this server's database; return its output."""
-        done = subprocess.run(
-            [*self.manage, "shell", "--no-imports", "-c", code],
-            env=self.env,
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        return done.stdout
-
-    def start(self) -> None:
-        log = open(self.tmp / "server.log", "a")
-        options = [] if self.scheduler else ["--no-scheduler"]
-        self.process = subprocess.Popen(
-            [*self.manage, "gofly_serve", "--port", str(self.port), *options],
-            env=self.env,
-            cwd=ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        log.close()
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(self.base + "/healthz", timeout=1)
-                return
-            except OSError as exc:
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    output = (self.tmp / "server.log").read_text()[-2000:]
-                    raise RuntimeError("server did not start: " + output) from exc
-                time.sleep(0.2)
-
-    def stop(self) -> None:
-        if self.process is None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(5)
-        self.process = None
-
-    def close(self) -> None:
-        self.stop()
-        if self.pg_name:
-            _drop_database(self.pg_name)
-        shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -185,12 +65,6 @@ def browser():
         instance.close()
 
 
-def _demo_site_key(base: str) -> str:
-    """The demo site's key, read from the demo page's embed snippet."""
-    html = urllib.request.urlopen(base + "/demo/", timeout=10).read().decode()
-    return html.split('data-site="', 1)[1].split('"', 1)[0]
-
-
 def log_in(page, base: str, username: str = "demo") -> None:
     page.goto(base + "/accounts/login/")
     page.fill("input[name=username]", username)
@@ -212,7 +86,7 @@ def test_visitor_and_agent_chat_end_to_end(server, browser):
     sent.wait_for()
     assert sent.inner_text().count("<b>now</b>") == 1  # shown as text, not as markup
 
-    # The agent sees it in the dashboard's waiting list and answers.
+    # The conversation waited for an agent; logging in takes it, and it shows under Mine.
     log_in(agent, server)
     item = agent.locator(".conv-item").first
     item.wait_for()
@@ -315,7 +189,7 @@ def test_lost_live_frames_are_fetched_when_a_hole_shows(server, browser):
     agent = browser.new_context().new_page()
     _drop_first(visitor, "**/ws/visitor/**", "lost for the visitor")
     _drop_first(agent, "**/ws/agent/**", "lost for the agent")
-    visitor.goto(server + "/demo/?site=" + _demo_site_key(server))
+    visitor.goto(server + "/demo/?site=" + demo_site_key(server))
     visitor.click(".gofly-launcher")
     visitor.fill(".gofly-input", "hello")
     visitor.press(".gofly-input", "Enter")
@@ -459,3 +333,87 @@ def test_the_visitor_rates_a_resolved_conversation(tmp_path_factory, browser):
         assert stored.strip() == "[(4, 'quick and kind')]"
     finally:
         server.close()
+
+
+def test_widget_and_dashboard_resend_what_the_database_refused(tmp_path_factory, browser):
+    require_postgres(
+        "DATABASE_URL is not set to PostgreSQL; the outage needs a database server to cut "
+        "off (the embedded SQLite is a local file)."
+    )
+    server = ServerProcess(tmp_path_factory.mktemp("outage-e2e"))
+    target = urlparse(server.database_url)
+    proxy = TcpProxy(target.hostname or "127.0.0.1", target.port or 5432)
+    server.env["DATABASE_URL"] = proxy.url_for(server.database_url)
+    sockets: list[str] = []
+    refusals: list[str] = []
+
+    def watch(socket) -> None:
+        sockets.append(socket.url)
+
+        def received(payload) -> None:
+            frame = json.loads(payload)
+            if frame.get("type") == "error" and frame.get("code") == "unavailable":
+                refusals.append(socket.url)
+
+        socket.on("framereceived", received)
+
+    try:
+        proxy.start()
+        server.start()
+        visitor = browser.new_context().new_page()
+        agent = browser.new_context().new_page()
+        for page in (visitor, agent):
+            page.on("websocket", watch)
+        visitor.goto(server.base + "/demo/")
+        visitor.click(".gofly-launcher")
+        visitor.fill(".gofly-input", "first question")
+        visitor.press(".gofly-input", "Enter")
+        visitor.locator(".gofly-msg-visitor[data-seq='1']").wait_for()
+        log_in(agent, server.base)
+        agent.locator(".conv-item").first.click()
+        agent.locator(".msg-visitor[data-seq='1']").wait_for()
+
+        # When: the database is unreachable while both write; each gets `unavailable`.
+        proxy.cut()
+        visitor.fill(".gofly-input", "written while the database was away")
+        visitor.press(".gofly-input", "Enter")
+        agent.fill("#composer-input", "answered while the database was away")
+        agent.press("#composer-input", "Enter")
+        visitor.locator(".gofly-note", has_text="Not sent, retrying").wait_for()
+        for _ in range(100):  # at most 10 s for the dashboard's refusal
+            if any("/ws/agent/" in url for url in refusals):
+                break
+            agent.wait_for_timeout(100)
+        assert {url.split("/ws/")[1][:5] for url in refusals} == {"visit", "agent"}, refusals
+        proxy.restore()
+
+        # Then: with no click, no reload and no reconnect, both messages are stored and shown.
+        visitor_line = "written while the database was away"
+        agent_line = "answered while the database was away"
+        visitor.locator(".gofly-msg-visitor[data-seq]", has_text=visitor_line).wait_for()
+        visitor.locator(".gofly-msg-agent[data-seq]", has_text=agent_line).wait_for()
+        agent.locator(".msg-visitor[data-seq]", has_text=visitor_line).wait_for()
+        agent.locator(".msg-agent[data-seq]", has_text=agent_line).wait_for()
+        assert len(sockets) == 2, sockets
+        assert visitor.locator(".gofly-msg[data-seq]").count() == 3
+        assert agent.locator(".msg[data-seq]").count() == 3
+        assert _stored_bodies(server.database_url) == {
+            "first question": 1,
+            visitor_line: 1,
+            agent_line: 1,
+        }
+    finally:
+        server.close()
+        proxy.close()
+
+
+def _stored_bodies(url: str) -> dict[str, int]:
+    import psycopg2
+
+    conn = psycopg2.connect(url)
+    try:
+        with conn.cursor() as cursor:
+            cursor.execute("SELECT body, count(*) FROM chat_message GROUP BY body")
+            return dict(cursor.fetchall())
+    finally:
+        conn.close()

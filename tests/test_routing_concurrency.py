@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import require_redis
-from tests.test_browser import _drop_database, _fresh_database_url
+from tests.processes import drop_database, fresh_database_url
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKERS = 4
@@ -151,7 +151,7 @@ def test_routing_from_several_processes_never_doubles_or_overfills(tmp_path):
     if not os.environ.get("DATABASE_URL"):
         pytest.skip("DATABASE_URL is not set; the cross-process routing test needs PostgreSQL.")
     redis_url = require_redis()
-    url, name = _fresh_database_url(tmp_path)
+    url, name = fresh_database_url(tmp_path)
     prefix = f"gofly-storm-{os.getpid()}"
     env = {
         **os.environ,
@@ -168,7 +168,7 @@ def test_routing_from_several_processes_never_doubles_or_overfills(tmp_path):
         elapsed = time.monotonic() - started
         state = json.loads(_manage(env, "shell", "--no-imports", "-c", CHECK))
     finally:
-        _drop_database(name)
+        drop_database(name)
 
     announced = defaultdict(set)
     for event in events:

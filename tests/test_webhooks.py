@@ -33,7 +33,7 @@ from django.utils import timezone
 from chat import actions, delivery, outbox, webhooks
 from chat.models import OutboxEvent, Site
 from tests.conftest import make_agent, new_visitor_session, require_redis
-from tests.test_browser import _free_port
+from tests.processes import free_port as _free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 # Longest a hanging answer waits to be released; a test that forgets to release still ends.

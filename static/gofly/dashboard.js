@@ -16,7 +16,7 @@
   var state = {
     socket: null,
     attempts: 0,
-    view: "waiting",
+    view: "mine",               // routing hands conversations out: an agent starts at their own
     conversations: new Map(),   // id -> summary
     messages: new Map(),        // id -> Map(seq -> frame)
     upTo: new Map(),            // id -> every seq up to this one is held
@@ -130,8 +130,15 @@
     error: function (frame) {
       if (!frame.client_id || !state.pending.has(frame.client_id)) { return; }
       if (frame.code === "unavailable" || frame.code === "rate_limited") {
+        // Not stored: send it again by itself, waiting 2 s doubling to 30 s as the widget
+        // does, so every open tab does not hammer a database that is struggling.
         var item = state.pending.get(frame.client_id);
-        setTimeout(function () { send(messageFrame(frame.client_id, item)); }, 2000);
+        item.retryDelay = Math.min((item.retryDelay || 1000) * 2, 30000);
+        setTimeout(function () {
+          if (state.pending.get(frame.client_id) === item) {
+            send(messageFrame(frame.client_id, item));
+          }
+        }, item.retryDelay);
         return;
       }
       // Kept in the thread, marked failed with the server's reason, and never resent.
