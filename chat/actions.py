@@ -499,6 +499,7 @@ def conversation_summary(conversation: Conversation) -> dict[str, Any]:
             conversation.snoozed_until.isoformat() if conversation.snoozed_until else None
         ),
         "rating": conversation.rating,
+        "labels": sorted(label.name for label in conversation.labels.all()),
         "created_at": conversation.created_at.isoformat(),
     }
 
@@ -514,9 +515,8 @@ def conversation_list(user: AbstractBaseUser, view: str, limit: int = 100) -> li
         queryset = conversations_visible_to(user).filter(status=Conversation.Status.RESOLVED)
     elif view != "open":
         raise errors.invalid(_("Unknown list; use waiting, mine, open or resolved."))
-    queryset = queryset.select_related("visitor", "assignee__agent").order_by(
-        "-last_message_at", "-id"
-    )[:limit]
+    queryset = queryset.select_related("visitor", "assignee__agent").prefetch_related("labels")
+    queryset = queryset.order_by("-last_message_at", "-id")[:limit]
     return [conversation_summary(c) for c in queryset]
 
 

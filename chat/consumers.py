@@ -312,6 +312,7 @@ class AgentConsumer(ChatConsumer):
             "agent_status",
             "transfer",
             "note",
+            "labels",
             "ping",
         }
     )
@@ -382,6 +383,13 @@ class AgentConsumer(ChatConsumer):
             to_agent=frame.get("agent"),
             to_team=frame.get("team"),
             note=frame.get("note"),
+        )
+        await self.relay_all([recorded])
+
+    async def frame_labels(self, frame: dict) -> None:
+        await self.note_activity()
+        recorded = await db(teamwork.set_labels)(
+            self.user, frame.get("conversation"), frame.get("labels")
         )
         await self.relay_all([recorded])
 

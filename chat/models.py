@@ -108,6 +108,20 @@ class Visitor(models.Model):
         return self.name or f"Visitor {self.public_id[:8]}"
 
 
+class Label(models.Model):
+    """A tag agents put on conversations of a site, e.g. "refund" or "vip"."""
+
+    site = models.ForeignKey(Site, on_delete=models.CASCADE, related_name="labels")
+    name = models.CharField(max_length=32)
+    color = models.CharField(max_length=7, default="#667085")
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["site", "name"], name="label_once_per_site")]
+
+    def __str__(self) -> str:
+        return self.name
+
+
 class Conversation(models.Model):
     class Status(models.TextChoices):
         OPEN = "open", _("Open")
@@ -135,6 +149,7 @@ class Conversation(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     first_agent_reply_at = models.DateTimeField(null=True, blank=True)
     resolved_at = models.DateTimeField(null=True, blank=True)
+    labels = models.ManyToManyField(Label, blank=True, related_name="conversations")
     # A snoozed conversation reopens by itself at this time, or earlier on a visitor message.
     snoozed_until = models.DateTimeField(null=True, blank=True, db_index=True)
     rating = models.PositiveSmallIntegerField(null=True, blank=True)

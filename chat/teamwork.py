@@ -1,4 +1,4 @@
-"""What agents do with a conversation besides replying: transfer it, and write private notes.
+"""What agents do with a conversation besides replying: transfer it, label it, write notes.
 
 Private notes live in their own table and travel only to agents' groups, so no path that
 serves the visitor (socket, history, resume, widget API) can ever carry one.
@@ -16,7 +16,7 @@ from django.utils.translation import gettext as _
 from agents.models import Agent, Team
 from chat import assignment, errors, outbox
 from chat.actions import check_agent_conversation, conversation_summary
-from chat.models import Conversation, Note
+from chat.models import Conversation, Label, Note
 from chat.outbox import Recorded, Send, site_agents_group
 
 logger = logging.getLogger(__name__)
@@ -150,4 +150,43 @@ def transfer(
         "conversation.transferred",
         extra={"conversation": conversation.pk, "assignee": conversation.assignee_id},
     )
+    return recorded
+
+
+LABEL_MAX_CHARS = 32
+LABELS_MAX = 20
+
+
+def _label_names(labels: Any) -> list[str]:
+    if not isinstance(labels, list) or not all(isinstance(name, str) for name in labels):
+        raise errors.invalid(_("The field 'labels' must be a list of label names."))
+    names = list(dict.fromkeys(name.strip().lower() for name in labels if name.strip()))
+    if len(names) > LABELS_MAX or any(len(name) > LABEL_MAX_CHARS for name in names):
+        raise errors.invalid(
+            _("At most %(count)d labels of at most %(chars)d characters each.")
+            % {"count": LABELS_MAX, "chars": LABEL_MAX_CHARS}
+        )
+    return names
+
+
+def set_labels(user: AbstractBaseUser, conversation_id: Any, labels: Any) -> Recorded:
+    """Replace a conversation's labels; a name the site has not used yet becomes a label."""
+    names = _label_names(labels)
+    with transaction.atomic():
+        conversation = _locked(user, conversation_id)
+        existing = {
+            label.name: label
+            for label in Label.objects.filter(site_id=conversation.site_id, name__in=names)
+        }
+        for name in names:
+            if name not in existing:
+                existing[name], _created = Label.objects.get_or_create(
+                    site_id=conversation.site_id, name=name
+                )
+        conversation.labels.set([existing[name] for name in names])
+        sends = outbox.conversation_sends(
+            conversation.site_id, conversation.visitor_id, conversation_summary(conversation)
+        )
+        # Labels are for agents: the visitor's notice carries only id and status anyway.
+        recorded = outbox.record_sends(sends)
     return recorded

@@ -194,3 +194,35 @@ async def test_a_transfer_moves_the_conversation_between_dashboards_live(
     assert all("courier" not in f["body"] and "VIP" not in f["body"] for f in history)
     for socket in (alice, bob, visitor):
         await socket.disconnect()
+
+
+def test_labels_are_set_created_per_site_and_shown_in_the_summary(site, agent_alice):
+    online(agent_alice)
+    conversation = visit(site)
+
+    teamwork.set_labels(agent_alice.user, conversation.pk, ["VIP", "退款", " vip "])
+
+    conversation.refresh_from_db()
+    assert sorted(conversation.labels.values_list("name", flat=True)) == ["vip", "退款"]
+    assert actions.conversation_summary(conversation)["labels"] == ["vip", "退款"]
+    teamwork.set_labels(agent_alice.user, conversation.pk, ["退款"])
+    assert list(conversation.labels.values_list("name", flat=True)) == ["退款"]
+    assert site.labels.count() == 2  # "vip" stays available for other conversations
+
+
+@pytest.mark.parametrize(
+    ("labels", "detail"),
+    [
+        ("vip", "The field 'labels' must be a list of label names."),
+        ([1], "The field 'labels' must be a list of label names."),
+        (["x" * 33], "At most 20 labels of at most 32 characters each."),
+        ([f"l{n}" for n in range(21)], "At most 20 labels of at most 32 characters each."),
+    ],
+)
+def test_bad_labels_are_refused(site, agent_alice, labels, detail):
+    online(agent_alice)
+    conversation = visit(site)
+    with pytest.raises(GoflyError) as error:
+        teamwork.set_labels(agent_alice.user, conversation.pk, labels)
+    assert error.value.as_dict() == {"code": "invalid", "detail": detail}
+    assert not conversation.labels.exists()

@@ -381,6 +381,7 @@
     }
     if (summary.rating) { status += " · " + T.rating + " " + "★".repeat(summary.rating); }
     $("thread-status").textContent = status;
+    renderLabels(summary.labels || []);
     $("snooze").value = "";
     $("resolve").hidden = summary.status === "resolved";
     $("reopen").hidden = summary.status !== "resolved" && summary.status !== "snoozed";
@@ -398,6 +399,29 @@
       list.appendChild(el("dt", null, T[row[0]]));
       list.appendChild(el("dd", null, row[1] || "—"));
     });
+  }
+
+  // Labels: chips with a remove button; the input adds one on Enter.
+  function renderLabels(labels) {
+    var chips = $("label-chips");
+    chips.replaceChildren();
+    labels.forEach(function (name) {
+      var chip = el("span", "chip", name);
+      chip.dataset.label = name;
+      var remove = el("button", "chip-remove", "×");
+      remove.type = "button";
+      remove.addEventListener("click", function () {
+        sendLabels(labels.filter(function (other) { return other !== name; }));
+      });
+      chip.appendChild(remove);
+      chips.appendChild(chip);
+    });
+  }
+
+  function sendLabels(labels) {
+    if (state.selected !== null) {
+      send({type: "labels", conversation: state.selected, labels: labels});
+    }
   }
 
   function addNote(note) {
@@ -673,6 +697,14 @@
     frame[choice[0]] = Number(choice[1]);
     send(frame);
     $("transfer-note").value = "";
+  });
+  $("labels").addEventListener("submit", function (event) {
+    event.preventDefault();
+    var summary = state.conversations.get(state.selected);
+    var name = $("label-input").value.trim();
+    if (!summary || !name) { return; }
+    sendLabels((summary.labels || []).concat([name]));
+    $("label-input").value = "";
   });
   $("note-form").addEventListener("submit", function (event) {
     event.preventDefault();
