@@ -313,6 +313,7 @@ class AgentConsumer(ChatConsumer):
             "transfer",
             "note",
             "labels",
+            "take",
             "ping",
         }
     )
@@ -385,6 +386,10 @@ class AgentConsumer(ChatConsumer):
             note=frame.get("note"),
         )
         await self.relay_all([recorded])
+
+    async def frame_take(self, frame: dict) -> None:
+        await self.note_activity()
+        await self.relay_all([await db(teamwork.take)(self.user, frame.get("conversation"))])
 
     async def frame_labels(self, frame: dict) -> None:
         await self.note_activity()

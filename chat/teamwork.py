@@ -190,3 +190,19 @@ def set_labels(user: AbstractBaseUser, conversation_id: Any, labels: Any) -> Rec
         # Labels are for agents: the visitor's notice carries only id and status anyway.
         recorded = outbox.record_sends(sends)
     return recorded
+
+
+def take(user: AbstractBaseUser, conversation_id: Any) -> Recorded:
+    """An agent takes a waiting (unassigned) conversation by hand."""
+    with transaction.atomic():
+        conversation = _locked(user, conversation_id)
+        if conversation.assignee_id is not None:
+            raise errors.invalid(_("Someone already has this conversation."))
+        line = assignment.take(conversation, user)
+        conversation.save(update_fields=["assignee", "waiting_since"])
+        sends = outbox.conversation_sends(
+            conversation.site_id, conversation.visitor_id, conversation_summary(conversation)
+        )
+        recorded = outbox.record_sends(sends + line)
+    logger.info("conversation.taken", extra={"conversation": conversation.pk})
+    return recorded

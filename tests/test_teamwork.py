@@ -226,3 +226,24 @@ def test_bad_labels_are_refused(site, agent_alice, labels, detail):
         teamwork.set_labels(agent_alice.user, conversation.pk, labels)
     assert error.value.as_dict() == {"code": "invalid", "detail": detail}
     assert not conversation.labels.exists()
+
+
+def test_an_agent_takes_a_waiting_conversation_by_hand(site, agent_alice, agent_bob):
+    online(agent_alice, max_chats=1)
+    first, second, third = visit(site, "a"), visit(site, "b"), visit(site, "c")
+    assert assignment.queue_position(third) == 2
+
+    recorded = teamwork.take(agent_bob.user, third.pk)
+
+    third.refresh_from_db()
+    assert third.assignee == agent_bob.user and third.waiting_since is None
+    assert assignment.queue_position(second) == 1
+    positions = {
+        e["frame"]["conversation"]: e["frame"]["position"]
+        for _, e in recorded.sends
+        if e["type"] == "chat.queue"
+    }
+    assert positions == {third.pk: None, second.pk: 1}
+    with pytest.raises(GoflyError) as error:
+        teamwork.take(agent_alice.user, first.pk)
+    assert str(error.value.detail) == "Someone already has this conversation."

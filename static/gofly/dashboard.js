@@ -383,6 +383,7 @@
     $("thread-status").textContent = status;
     renderLabels(summary.labels || []);
     $("snooze").value = "";
+    $("take").hidden = summary.assignee !== null || summary.status === "resolved";
     $("resolve").hidden = summary.status === "resolved";
     $("reopen").hidden = summary.status !== "resolved" && summary.status !== "snoozed";
   }
@@ -667,6 +668,9 @@
   });
   $("resolve").addEventListener("click", function () { setStatus("resolved"); });
   $("reopen").addEventListener("click", function () { setStatus("open"); });
+  $("take").addEventListener("click", function () {
+    if (state.selected !== null) { send({type: "take", conversation: state.selected}); }
+  });
   $("snooze").addEventListener("change", function () {
     if (!this.value || state.selected === null) { return; }
     var until = new Date(Date.now() + Number(this.value) * 3600 * 1000).toISOString();
