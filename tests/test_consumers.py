@@ -386,8 +386,8 @@ BAD_FRAMES = [
         json.dumps({"type": "shout"}),
         {
             "code": "unknown_type",
-            "detail": "Unknown frame type 'shout'; expected one of: message, ping, read, resume, "
-            "typing.",
+            "detail": "Unknown frame type 'shout'; expected one of: message, ping, rating, read, "
+            "resume, typing.",
         },
     ),
     (
