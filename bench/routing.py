@@ -353,15 +353,10 @@ def _plan(queryset: Any) -> str:
 
 def query_plans(site_id: int, visitor_id: int) -> dict[str, str]:
     """How the database runs the seat pick, the baseline's pick and the previous-agent lookup."""
-    from agents.models import AgentSeat
     from chat import assignment
     from chat.models import Conversation
 
-    seat_pick = (
-        AgentSeat.objects.filter(pool=assignment.site_pool(site_id), available=True)
-        .order_by("-free", "idle_since")
-        .values_list("agent_id", flat=True)[:1]
-    )
+    seat_pick = assignment.seat_pick(assignment.site_pool(site_id))[:1]
     previous = (
         Conversation.objects.filter(visitor_id=visitor_id, assignee__isnull=False)
         .exclude(pk=0)
