@@ -408,6 +408,8 @@ def run_one(agents: int, args: argparse.Namespace, deadline: Deadline) -> dict[s
         "open_per_agent": args.open_per_agent,
         "setup_seconds": {"bulk": setup["bulk_seconds"], "online": setup["online_seconds"]},
         "conversations_in_database": Conversation.objects.count(),
+        # The machine is shared: how busy it was says how far to trust the figures.
+        "load_average_1m_at_start": round(os.getloadavg()[0], 2),
     }
 
     log(f"N={agents}: {args.decisions} decisions through assignment.assign")
