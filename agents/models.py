@@ -134,7 +134,15 @@ class AgentSeat(models.Model):
     class Meta:
         constraints = [models.UniqueConstraint(fields=["agent", "pool"], name="seat_once_per_pool")]
         indexes = [
-            models.Index(fields=["pool", "available", "-free", "idle_since"], name="seat_pick")
+            # Partial, not a leading `available` column: Django writes `available=True` as a
+            # bare `WHERE available`, which SQLite cannot match to an index column, so it read
+            # and sorted every seat of the pool. A condition it matches as written, on both
+            # backends; it also leaves full and offline agents out of the index.
+            models.Index(
+                fields=["pool", "-free", "idle_since"],
+                condition=models.Q(available=True),
+                name="seat_pick",
+            )
         ]
 
     def __str__(self) -> str:

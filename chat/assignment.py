@@ -26,6 +26,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from agents.models import Agent, AgentSeat, AgentStatus
@@ -102,6 +103,20 @@ def sync_seats(agent: Agent) -> None:
         AgentSeat.objects.bulk_create(
             [AgentSeat(agent=agent, pool=pool, **values) for pool in pools - have]
         )
+
+
+def seat_pick(pool: str, tried: set[int] | frozenset[int] = frozenset()) -> QuerySet:
+    """The pool's available seats, best first, as agent ids: read the first one.
+
+    Served by the `seat_pick` index on every backend, so the first row costs one seek whatever
+    the number of seats; tests/test_routing.py holds the plan to that.
+    """
+    return (
+        AgentSeat.objects.filter(pool=pool, available=True)
+        .exclude(agent_id__in=tried)
+        .order_by("-free", "idle_since")
+        .values_list("agent_id", flat=True)
+    )
 
 
 def refresh_agent(agent_id: int) -> list[Recorded]:
@@ -200,13 +215,7 @@ def assign(conversation: Conversation) -> bool:
     pool = pool_of(conversation)
     tried: set[int] = set()
     for _ in range(MAX_TRIES):
-        agent_id = (
-            AgentSeat.objects.filter(pool=pool, available=True)
-            .exclude(agent_id__in=tried)
-            .order_by("-free", "idle_since")
-            .values_list("agent_id", flat=True)
-            .first()
-        )
+        agent_id = seat_pick(pool, tried).first()
         if agent_id is None:
             break
         if _try_agent(agent_id, conversation):

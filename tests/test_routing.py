@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 
 from agents.models import Agent, AgentSeat, AgentStatus, StatusTrigger
@@ -154,6 +155,26 @@ def test_a_stale_seat_is_repaired_not_trusted(site, agent_alice, agent_bob):
 
     assert owner(visit(site, 1)) == "Bob"
     assert AgentSeat.objects.get(agent=agent_alice).available is False
+
+
+@pytest.mark.parametrize("tried", [set(), {0}])
+def test_seat_pick_reads_the_index_in_order_without_sorting(site, agent_alice, agent_bob, tried):
+    # Given: two agents online, so their seats exist.
+    online(agent_alice)
+    online(agent_bob)
+    if connection.vendor == "postgresql":
+        # A two-row table is cheaper to scan and sort; ask for the plan a big pool gets.
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL enable_seqscan = off")
+
+    # When: the database plans the query routing reads its agent from.
+    plan = assignment.seat_pick(assignment.site_pool(site.pk), tried)[:1].explain()
+
+    # Then: the first row comes straight from the index, with no sort of the pool's seats.
+    assert "seat_pick" in plan
+    assert "TEMP B-TREE" not in plan.upper()  # SQLite's sort
+    assert "Sort" not in plan  # PostgreSQL's
+    assert owner(visit(site, 1)) == "Alice"
 
 
 def test_routing_notices_go_out_with_the_message(site, agent_alice):
