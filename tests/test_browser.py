@@ -212,8 +212,10 @@ def test_visitor_and_agent_chat_end_to_end(server, browser):
     sent.wait_for()
     assert sent.inner_text().count("<b>now</b>") == 1  # shown as text, not as markup
 
-    # The agent sees it in the dashboard's waiting list and answers.
+    # The agent sees it in the dashboard and answers. Logging in puts the agent online, and
+    # routing may hand it the waiting conversation at once: "All open" lists it either way.
     log_in(agent, server)
+    agent.click("[data-view=open]")
     item = agent.locator(".conv-item").first
     item.wait_for()
     assert "order 1234" in item.inner_text()
@@ -268,6 +270,7 @@ def test_widget_and_dashboard_catch_up_after_a_server_restart(tmp_path_factory, 
         visitor.press(".gofly-input", "Enter")
         visitor.locator(".gofly-msg-visitor[data-seq='1']").wait_for()
         log_in(agent, server.base)
+        agent.click("[data-view=open]")  # waiting, or already routed to the agent
         agent.locator(".conv-item").first.click()
         agent.locator(".msg-visitor[data-seq='1']").wait_for()
 
@@ -321,6 +324,7 @@ def test_lost_live_frames_are_fetched_when_a_hole_shows(server, browser):
     visitor.press(".gofly-input", "Enter")
     visitor.locator(".gofly-msg-visitor[data-seq='1']").wait_for()
     log_in(agent, server)
+    agent.click("[data-view=open]")  # waiting, or already routed to the agent
     agent.locator(".conv-item", has_text="hello").first.click()
     agent.locator(".msg-visitor[data-seq='1']").wait_for()
 
@@ -427,3 +431,4 @@ def test_routing_shares_visitors_queues_the_third_and_transfers_live(tmp_path_fa
         assert visitors[2].locator(".gofly-msg", has_text="refund").count() == 1  # no note
     finally:
         server.close()
+
