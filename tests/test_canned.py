@@ -397,3 +397,34 @@ def test_canned_api_render_refusals(site, other_site, conversation, shared_refun
     assert no_reply.json()["detail"] == "That canned reply does not exist or you cannot see it."
     assert anonymous.status_code == 403
     assert anonymous.json()["code"] == "unauthenticated"
+
+
+@pytest.mark.django_db
+def test_canned_api_answers_in_chinese(agent_alice):
+    response = client_for(agent_alice.user).delete(
+        f"{CANNED}/999999", HTTP_ACCEPT_LANGUAGE="zh-hans"
+    )
+    assert response.json() == {
+        "code": "not_found",
+        "detail": "该快捷回复不存在，或您无权查看。",
+    }
+
+
+def test_dashboard_strings_for_canned_replies_are_in_chinese():
+    from django.utils import translation
+
+    from agents.views import dashboard_strings
+
+    with translation.override("zh-hans"):
+        strings = dashboard_strings()
+    assert strings["canned_failed"] == "无法插入快捷回复，请重试。"
+    assert strings["canned_saved"] == "已保存。在回复框中输入 /%(shortcut)s 即可使用。"
+
+
+@pytest.mark.django_db
+def test_dashboard_page_shows_the_canned_form_in_chinese(agent_alice):
+    page = client_for(agent_alice.user).get("/dashboard/", HTTP_ACCEPT_LANGUAGE="zh-hans")
+    html = page.content.decode()
+    assert "我的快捷回复" in html and "保存快捷回复" in html
+    # The variable names are shown as written, not evaluated by the page's template.
+    assert "{{ visitor.name }}" in html
