@@ -36,7 +36,14 @@ def _json_object(request: Request) -> dict[str, Any]:
 
 
 class CannedListView(APIView):
-    """`GET /api/agent/v1/canned?q=&conversation=`, `POST /api/agent/v1/canned`."""
+    """`GET /api/agent/v1/canned?q=&conversation=`, `POST /api/agent/v1/canned`.
+
+    Replies created here apply to every site; limiting one to a site, and editing, happen in
+    Django admin for now.
+    """
+
+    # TODO(gofly): PATCH for editing and a `site` field on create, once the dashboard has a
+    # manager to offer them; until then admin covers both.
 
     def get(self, request: Request) -> Response:
         conversation_id = _conversation_param(request, required=False)

@@ -42,6 +42,8 @@ def _agent_name(conversation: Conversation, user: AbstractBaseUser) -> str:
 
 # A visitor who never gave a name renders as empty rather than "Visitor 4f3a…": the text goes
 # to the visitor, who would not recognise the placeholder name the dashboard shows.
+# TODO(gofly): a per-use fallback such as `{{ visitor.name | default:"there" }}` once writers
+# ask for it; it must stay a whitelist, parsed here, never Django's filters.
 VARIABLES: dict[tuple[str, str], Callable[[Conversation, AbstractBaseUser], str]] = {
     ("visitor", "name"): lambda conversation, user: conversation.visitor.name,
     ("visitor", "email"): lambda conversation, user: conversation.visitor.email,

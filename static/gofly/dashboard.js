@@ -578,6 +578,8 @@
       });
   }
 
+  // TODO(gofly): list, edit and delete one's own replies here (the API already deletes);
+  // until then the sidebar only adds, and admin manages the rest.
   function saveCanned(event) {
     event.preventDefault();
     var shortcut = $("canned-shortcut").value.trim();
