@@ -1,7 +1,14 @@
 from django.contrib import admin, messages
 from django.utils.translation import gettext_lazy as _
 
-from agents.models import Agent, AgentStatus, AgentStatusEvent, StatusTrigger, Team
+from agents.models import (
+    Agent,
+    AgentStatus,
+    AgentStatusEvent,
+    CannedReply,
+    StatusTrigger,
+    Team,
+)
 from agents.status import change_and_route
 from chat import assignment
 from chat.errors import GoflyError
@@ -70,3 +77,13 @@ class AgentStatusEventAdmin(admin.ModelAdmin):
 class TeamAdmin(admin.ModelAdmin):
     list_display = ["name", "created_at"]
     search_fields = ["name"]
+
+
+@admin.register(CannedReply)
+class CannedReplyAdmin(admin.ModelAdmin):
+    list_display = ["shortcut", "title", "owner", "site", "updated_at"]
+    # An empty owner means shared: the empty-field filter answers "shared or personal?".
+    list_filter = [("owner", admin.EmptyFieldListFilter), "owner", "site"]
+    search_fields = ["shortcut", "title", "body"]
+    list_select_related = ["owner", "site"]
+    autocomplete_fields = ["owner"]

@@ -8,6 +8,7 @@ transition table there, stores an AgentStatusEvent and broadcasts it; nothing el
 from __future__ import annotations
 
 from django.conf import settings
+from django.core.validators import RegexValidator
 from django.db import models
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
@@ -147,3 +148,76 @@ class AgentSeat(models.Model):
 
     def __str__(self) -> str:
         return f"{self.agent} in {self.pool}"
+
+
+SHORTCUT_PATTERN = r"^[a-z0-9_-]{1,32}$"
+
+
+class CannedReply(models.Model):
+    """A saved answer an agent inserts by typing `/shortcut` in the composer.
+
+    With no owner it is shared with every agent; with no site it applies to every site. An
+    agent's personal reply hides a shared one with the same shortcut (`agents.canned`).
+    """
+
+    shortcut = models.CharField(
+        _("shortcut"),
+        max_length=32,
+        validators=[
+            RegexValidator(
+                SHORTCUT_PATTERN,
+                _("A shortcut is 1 to 32 lowercase letters, digits, '-' or '_'."),
+            )
+        ],
+        help_text=_("Typed after a slash in the composer, e.g. refund for /refund."),
+    )
+    title = models.CharField(_("title"), max_length=100)
+    body = models.TextField(
+        _("body"),
+        max_length=4000,
+        help_text=_(
+            "May use {{ visitor.name }}, {{ visitor.email }}, {{ agent.name }}, "
+            "{{ site.name }} and {{ conversation.id }}."
+        ),
+    )
+    owner = models.ForeignKey(
+        Agent,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="canned_replies",
+        help_text=_("Empty: shared with every agent."),
+    )
+    site = models.ForeignKey(
+        "chat.Site",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="canned_replies",
+        help_text=_("Empty: offered on every site."),
+    )
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["owner", "shortcut"],
+                name="canned_shortcut_once_per_owner",
+                violation_error_message=_("This agent already has a reply with that shortcut."),
+            ),
+            # NULL owners never collide in a plain unique constraint, so shared replies need
+            # their own, partial one.
+            models.UniqueConstraint(
+                fields=["shortcut"],
+                condition=models.Q(owner__isnull=True),
+                name="canned_shortcut_once_shared",
+                violation_error_message=_("A shared reply with that shortcut already exists."),
+            ),
+        ]
+        ordering = ["shortcut"]
+        verbose_name = _("canned reply")
+        verbose_name_plural = _("canned replies")
+
+    def __str__(self) -> str:
+        return f"/{self.shortcut}"

@@ -39,6 +39,8 @@ def dashboard_strings() -> dict[str, str]:
         "status_offline": _("Offline"),
         "team": _("Team"),
         "transfer_to": _("Transfer to…"),
+        "canned_failed": _("The canned reply could not be inserted; try again."),
+        "canned_saved": _("Saved. Type /%(shortcut)s in the reply box to use it."),
     }
 
 

@@ -44,3 +44,26 @@ def test_admin_conversation_page_shows_its_messages(admin_client_with_data):
     response = client.get(f"/admin/chat/conversation/{conversation_id}/change/")
     assert response.status_code == 200
     assert "订单 1234 在哪里" in response.content.decode()
+
+
+def test_admin_canned_replies_filter_shared_and_refuse_a_bad_shortcut(
+    admin_client_with_data, agent_alice
+):
+    from agents.models import CannedReply
+
+    client, _ = admin_client_with_data
+    CannedReply.objects.create(shortcut="refund", title="Money back", body="b")
+    CannedReply.objects.create(shortcut="mine", title="Alice's own", body="b", owner=agent_alice)
+
+    shared = client.get("/admin/agents/cannedreply/?owner__isempty=1&q=o").content.decode()
+    added = client.post(
+        "/admin/agents/cannedreply/add/",
+        {"shortcut": "Bad Shortcut", "title": "t", "body": "b"},
+    )
+
+    assert "Money back" in shared and "Alice&#x27;s own" not in shared
+    assert added.status_code == 200  # the form again, with the error
+    assert "A shortcut is 1 to 32 lowercase letters, digits, &#x27;-&#x27; or &#x27;_&#x27;." in (
+        added.content.decode()
+    )
+    assert CannedReply.objects.count() == 2

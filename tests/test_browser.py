@@ -417,3 +417,76 @@ def _stored_bodies(url: str) -> dict[str, int]:
             return dict(cursor.fetchall())
     finally:
         conn.close()
+
+
+def test_agent_picks_a_canned_reply_with_the_visitor_s_name(server_process, browser):
+    server = server_process.base
+    server_process.shell(
+        "from agents.models import CannedReply\n"
+        "CannedReply.objects.create(shortcut='refund', title='Refund on its way', "
+        "body='Hi {{ visitor.name }}, your refund is on its way. {{ settings.SECRET_KEY }}')\n"
+        "CannedReply.objects.create(shortcut='hello', title='Greeting', body='Hello!')"
+    )
+    visitor = browser.new_context().new_page()
+    visitor.goto(server + "/demo/")
+    visitor.click(".gofly-launcher")
+    visitor.fill(".gofly-input", "where is my refund?")
+    visitor.press(".gofly-input", "Enter")
+    visitor.locator(".gofly-msg-visitor[data-seq='1']").wait_for()
+    server_process.shell(
+        "from chat.models import Conversation\n"
+        "c = Conversation.objects.get(last_message_preview='where is my refund?')\n"
+        "c.visitor.name = 'Mia'\n"
+        "c.visitor.save()"
+    )
+
+    agent = browser.new_context().new_page()
+    log_in(agent, server)
+    agent.click("[data-view=open]")  # another test's agent may already have it
+    agent.locator(".conv-item", has_text="where is my refund?").click()
+    agent.locator(".msg-visitor[data-seq='1']").wait_for()
+    composer = agent.locator("#composer-input")
+
+    # "/" alone offers every reply; the arrows move, Escape closes without touching the text.
+    composer.press_sequentially("/")
+    items = agent.locator("#canned-list .canned-item")
+    items.nth(1).wait_for()
+    shortcuts = [item.get_attribute("data-shortcut") for item in items.all()]
+    assert shortcuts == ["hello", "refund"]
+    assert "Refund on its way" in items.nth(1).inner_text()
+    composer.press("ArrowDown")
+    assert agent.locator("#canned-list .active").get_attribute("data-shortcut") == "refund"
+    composer.press("Escape")
+    agent.locator("#canned-list").wait_for(state="hidden")
+    assert composer.input_value() == "/"
+
+    # "/ref" narrows to one; Enter picks it instead of sending, and the server fills the name.
+    composer.press_sequentially("ref")
+    agent.locator("#canned-list .canned-item[data-shortcut=refund]").wait_for()
+    assert items.count() == 1
+    composer.press("Enter")
+    text = "Hi Mia, your refund is on its way. {{ settings.SECRET_KEY }}"
+    agent.wait_for_function(
+        "text => document.getElementById('composer-input').value === text", arg=text
+    )
+    assert agent.locator(".msg-agent").count() == 0  # picking did not send
+
+    # With the list closed, Enter sends as always, and the visitor gets the rendered text.
+    composer.press("Enter")
+    agent.locator(".msg-agent[data-seq='2']").wait_for()
+    reply = visitor.locator(".gofly-msg-agent[data-seq='2']")
+    reply.wait_for()
+    assert text in reply.inner_text()
+
+    # A personal reply saved from the sidebar is offered at once.
+    agent.fill("#canned-shortcut", "thanks")
+    agent.fill("#canned-title", "Thank the visitor")
+    agent.fill("#canned-body", "Thanks, {{ visitor.name }}!")
+    agent.click("#canned-form button[type=submit]")
+    agent.locator("#canned-result", has_text="/thanks").wait_for()
+    composer.press_sequentially("/than")
+    agent.locator("#canned-list .canned-item[data-shortcut=thanks]").wait_for()
+    composer.press("Tab")
+    agent.wait_for_function(
+        "() => document.getElementById('composer-input').value === 'Thanks, Mia!'"
+    )

@@ -32,6 +32,9 @@
     team: new Map(),            // user id -> {id, name, status}: colleagues on the same sites
     teams: [],                  // [{id, name}]: transfer targets besides colleagues
     active: false,              // the agent used the dashboard since the last ping
+    canned: [],                 // the "/" suggestions shown, [{id, shortcut, title}]
+    cannedActive: 0,            // index of the highlighted suggestion
+    cannedAsked: 0,             // bumped per request, so a slow answer cannot reopen the list
   };
 
   // ---------------------------------------------------------------------------------------
@@ -268,6 +271,7 @@
     $("sidebar").hidden = id === null;
     $("placeholder").hidden = id !== null;
     $("typing").hidden = true;
+    closeCanned();
     if (id === null) { renderList(); return; }
     renderMessages();
     renderThreadHead();
@@ -524,6 +528,119 @@
   }
 
   // ---------------------------------------------------------------------------------------
+  // Canned replies: "/" at the start of the composer offers the agent's saved answers; the
+  // server renders the picked one for the open conversation (visitor's name and so on).
+
+  function cannedQuery() {
+    var match = /^\/([^\s\/]*)$/.exec($("composer-input").value);
+    return match ? match[1] : null;
+  }
+
+  function updateCanned() {
+    var query = cannedQuery();
+    if (query === null || state.selected === null) { closeCanned(); return; }
+    var asked = ++state.cannedAsked;
+    api("/api/agent/v1/canned?q=" + encodeURIComponent(query) +
+        "&conversation=" + state.selected).then(function (data) {
+      if (asked !== state.cannedAsked) { return; }
+      state.canned = data.replies;
+      state.cannedActive = 0;
+      renderCanned();
+    }).catch(function () { closeCanned(); });
+  }
+
+  function renderCanned() {
+    var list = $("canned-list");
+    list.replaceChildren.apply(list, state.canned.map(function (reply, index) {
+      var item = el("li", "canned-item");
+      item.setAttribute("role", "option");
+      item.dataset.shortcut = reply.shortcut;
+      item.appendChild(el("strong", null, "/" + reply.shortcut));
+      item.appendChild(el("span", null, reply.title));
+      if (index === state.cannedActive) {
+        item.classList.add("active");
+        item.setAttribute("aria-selected", "true");
+      }
+      // mousedown, not click: the composer keeps its focus and caret.
+      item.addEventListener("mousedown", function (event) {
+        event.preventDefault();
+        pickCanned(reply);
+      });
+      return item;
+    }));
+    list.hidden = state.canned.length === 0;
+    var active = list.querySelector(".active");
+    if (active) { active.scrollIntoView({block: "nearest"}); }
+  }
+
+  function closeCanned() {
+    state.cannedAsked++;
+    state.canned = [];
+    $("canned-list").hidden = true;
+  }
+
+  // Keys the open list takes for itself; with the list closed Enter sends as always.
+  function cannedKey(event) {
+    if (!state.canned.length || event.isComposing) { return false; }
+    var count = state.canned.length;
+    if (event.key === "ArrowDown" || event.key === "ArrowUp") {
+      var step = event.key === "ArrowDown" ? 1 : count - 1;
+      state.cannedActive = (state.cannedActive + step) % count;
+      renderCanned();
+    } else if (event.key === "Enter" || event.key === "Tab") {
+      pickCanned(state.canned[state.cannedActive]);
+    } else if (event.key === "Escape") {
+      closeCanned();
+    } else {
+      return false;
+    }
+    event.preventDefault();
+    return true;
+  }
+
+  function pickCanned(reply) {
+    var conversation = state.selected;
+    closeCanned();
+    $("canned-error").hidden = true;
+    api("/api/agent/v1/canned/" + reply.id + "/render?conversation=" + conversation)
+      .then(function (data) {
+        if (state.selected !== conversation) { return; }
+        var input = $("composer-input");
+        // A function, so "$&" and friends in the reply's text are not replacement patterns.
+        input.value = input.value.replace(/^\/[^\s\/]*/, function () { return data.text; });
+        input.focus();
+        input.setSelectionRange(input.value.length, input.value.length);
+      }).catch(function () {
+        $("canned-error").textContent = T.canned_failed;
+        $("canned-error").hidden = false;
+      });
+  }
+
+  // TODO(gofly): list, edit and delete one's own replies here (the API already deletes);
+  // until then the sidebar only adds, and admin manages the rest.
+  function saveCanned(event) {
+    event.preventDefault();
+    var shortcut = $("canned-shortcut").value.trim();
+    var body = {shortcut: shortcut, title: $("canned-title").value,
+                body: $("canned-body").value};
+    fetch("/api/agent/v1/canned", {
+      method: "POST", credentials: "same-origin", body: JSON.stringify(body),
+      headers: {Accept: "application/json", "Content-Type": "application/json",
+                "X-CSRFToken": cookie("csrftoken")},
+    }).then(function (response) {
+      return response.json().then(function (data) {
+        if (!response.ok) { throw data; }
+        return data;
+      });
+    }).then(function () {
+      $("canned-form").reset();
+      $("canned-result").textContent = T.canned_saved.replace("%(shortcut)s", shortcut);
+    }, function (error) {
+      $("canned-result").textContent = (error && error.detail) || T.canned_failed;
+    });
+  }
+
+  // ---------------------------------------------------------------------------------------
   // Notifications
 
   function notifyNew(summary) {
@@ -620,12 +737,14 @@
     sendReply();
   });
   $("composer-input").addEventListener("keydown", function (event) {
+    if (cannedKey(event)) { return; }
     if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
       event.preventDefault();
       sendReply();
     }
   });
   $("composer-input").addEventListener("input", function () {
+    updateCanned();
     var now = Date.now();
     if (state.selected !== null && now - state.lastTypingSent > 2000) {
       state.lastTypingSent = now;
@@ -710,6 +829,8 @@
     sendLabels((summary.labels || []).concat([name]));
     $("label-input").value = "";
   });
+  $("composer-input").addEventListener("blur", closeCanned);
+  $("canned-form").addEventListener("submit", saveCanned);
   $("note-form").addEventListener("submit", function (event) {
     event.preventDefault();
     var body = $("note-input").value.trim();
