@@ -37,6 +37,13 @@ def dashboard_strings() -> dict[str, str]:
         "status_offline": _("Offline"),
         "team": _("Team"),
         "transfer_to": _("Transfer to…"),
+        "search_results": _("Messages containing “%(text)s”"),
+        "search_archived": _("Archived"),
+        "search_archived_note": _(
+            "This message is in the archive: the dashboard shows recent messages only. "
+            "Admin shows the whole conversation."
+        ),
+        "search_failed": _("The search did not work; try again."),
     }
 
 
