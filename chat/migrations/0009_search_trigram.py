@@ -11,8 +11,8 @@ on every partition made later (`chat.partitions.create_partition`). The archive 
 same index under the same definition, so that attaching a month detached from chat_message
 (chat/archive.py) reuses the partition's index instead of building another.
 
-On a large existing table this builds the index on each partition while holding a lock that
-stops writes to it; the build ran at about 2 s per 100k messages (docs/architecture.md).
+On a large existing table the build holds a lock that stops writes to chat_message until every
+partition's index is built: 1.4 to 6.3 s for 200,000 messages (docs/architecture.md, Search).
 TODO(gofly): build per partition with CREATE INDEX CONCURRENTLY and attach, for installs with
 millions of messages, before the first such install upgrades.
 """
