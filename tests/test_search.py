@@ -7,6 +7,7 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 from django.db import connection
 from django.test import Client
+from django.utils import translation
 
 from chat import archive, partitions, search
 from chat.models import Conversation, Message, Site, Visitor
@@ -295,7 +296,12 @@ def test_search_api_needs_a_logged_in_agent(refund_chats):
 
 @pytest.mark.django_db
 def test_search_api_answers_in_chinese_when_asked(agent_alice):
-    response = _client(agent_alice.user).get(SEARCH, {}, HTTP_ACCEPT_LANGUAGE="zh-hans")
+    try:
+        response = _client(agent_alice.user).get(SEARCH, {}, HTTP_ACCEPT_LANGUAGE="zh-hans")
+    finally:
+        # The locale middleware leaves Chinese active in this thread; later tests that raise
+        # errors outside a request would otherwise speak it too.
+        translation.deactivate()
     assert response.json()["detail"] == "请给出搜索条件：文字、访客、客服、日期或状态。"
 
 
