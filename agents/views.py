@@ -41,6 +41,13 @@ def dashboard_strings() -> dict[str, str]:
         "transfer_to": _("Transfer to…"),
         "canned_failed": _("The canned reply could not be inserted; try again."),
         "canned_saved": _("Saved. Type /%(shortcut)s in the reply box to use it."),
+        "search_results": _("Messages containing “%(text)s”"),
+        "search_archived": _("Archived"),
+        "search_archived_note": _(
+            "This message is in the archive: the dashboard shows recent messages only. "
+            "Admin shows the whole conversation."
+        ),
+        "search_failed": _("The search did not work; try again."),
     }
 
 

@@ -14,7 +14,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from chat import actions, errors, teamwork, uploads
+from chat import actions, errors, search, teamwork, uploads
 from chat.errors import ErrorCode, GoflyError
 from chat.models import Conversation
 from chat.tokens import VisitorClaim, read_visitor_token
@@ -118,6 +118,15 @@ class ConversationDetailView(APIView):
         detail = actions.conversation_detail(conversation)
         detail["notes"] = teamwork.notes_of(conversation)
         return Response(detail)
+
+
+class SearchView(APIView):
+    """`GET /api/agent/v1/search?q=&visitor=&agent=&from=&to=&status=&cursor=&limit=`."""
+
+    def get(self, request: Request) -> Response:
+        criteria, cursor, limit = search.check_search(request.query_params.dict())
+        page = search.search_messages(request.user, criteria, cursor, limit)
+        return Response({"results": page.results, "next_cursor": page.next_cursor})
 
 
 def _bearer_token(request: HttpRequest) -> str | None:

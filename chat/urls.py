@@ -12,6 +12,7 @@ urlpatterns = [
         api.ConversationDetailView.as_view(),
         name="agent-conversation",
     ),
+    path("api/agent/v1/search", api.SearchView.as_view(), name="agent-search"),
     path("api/widget/v1/uploads", api.WidgetUploadView.as_view(), name="widget-upload"),
     path("api/agent/v1/uploads", api.AgentUploadView.as_view(), name="agent-upload"),
     path("api/uploads/<uuid:upload_id>", api.upload_file, name="upload-file"),

@@ -242,6 +242,40 @@ def test_dashboards_show_the_team_s_status_live(server_process, browser):
     assert events.strip() == "[('online', 'connected'), ('busy', 'chosen')]"
 
 
+def test_search_finds_a_chinese_refund_and_opens_its_conversation(server_process, browser):
+    # Given a resolved conversation (so in none of the lists) that mentions a refund
+    conversation_id = server_process.shell(
+        "from chat.models import Conversation, Message, Site, Visitor\n"
+        "site = Site.objects.first()\n"
+        "v = Visitor.objects.create(site=site, name='李雷')\n"
+        "c = Conversation.objects.create(site=site, visitor=v, status='resolved', last_seq=2)\n"
+        "for seq, body in ((1, '我想申请退款谢谢'), (2, '订单号 8812')):\n"
+        "    Message.objects.create(conversation=c, seq=seq, sender_kind='visitor',"
+        " body=body, client_id=f'search-{seq}')\n"
+        "print(c.pk)"
+    ).strip()
+    page = browser.new_context().new_page()
+    log_in(page, server_process.base)
+
+    # When the agent searches for the two characters 退款
+    page.fill("#search-input", "退款")
+    page.press("#search-input", "Enter")
+
+    # Then the hit shows with the match marked, and clicking it opens the whole thread
+    hit = page.locator(f".search-hit[data-conversation='{conversation_id}']")
+    hit.wait_for()
+    assert hit.locator("mark").inner_text() == "退款"
+    assert "李雷" in hit.inner_text()
+    hit.click()
+    page.locator(".msg-visitor[data-seq='2']", has_text="订单号 8812").wait_for()
+    assert "我想申请退款谢谢" in page.locator(".msg-visitor[data-seq='1']").inner_text()
+    assert page.locator("#thread-title").inner_text() == "李雷"
+    # Back to the lists, where the resolved conversation does not belong
+    page.click("#search-clear")
+    page.locator(".tabs").wait_for()
+    assert page.locator("#conversation-list .conv-item", has_text="李雷").count() == 0
+
+
 def test_routing_shares_visitors_queues_the_third_and_transfers_live(tmp_path_factory, browser):
     server = ServerProcess(tmp_path_factory.mktemp("routing"))
     try:

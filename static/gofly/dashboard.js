@@ -35,6 +35,7 @@
     canned: [],                 // the "/" suggestions shown, [{id, shortcut, title}]
     cannedActive: 0,            // index of the highlighted suggestion
     cannedAsked: 0,             // bumped per request, so a slow answer cannot reopen the list
+    search: null,               // {text, cursor} while search results are shown
   };
 
   // ---------------------------------------------------------------------------------------
@@ -245,7 +246,7 @@
     });
     var list = $("conversation-list");
     list.replaceChildren.apply(list, shown.map(listItem));
-    $("list-empty").hidden = shown.length > 0;
+    $("list-empty").hidden = shown.length > 0 || state.search !== null;
   }
 
   function listItem(summary) {
@@ -260,6 +261,88 @@
     item.appendChild(el("time", "conv-time", shortTime(summary.last_message_at)));
     item.addEventListener("click", function () { select(summary.id); });
     return item;
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // Search: results replace the list until the agent goes back; "Load more" follows the
+  // server's cursor, so a page never repeats or skips a hit even while new messages arrive.
+
+  function searchShown(shown) {
+    $("search-results").hidden = !shown;
+    document.querySelector(".tabs").hidden = shown;
+    $("conversation-list").hidden = shown;
+    if (shown) { $("list-empty").hidden = true; } else { renderList(); }
+  }
+
+  function search(text, cursor) {
+    var path = "/api/agent/v1/search?q=" + encodeURIComponent(text) +
+               (cursor ? "&cursor=" + encodeURIComponent(cursor) : "");
+    state.search = {text: text, cursor: null};
+    $("search-more").hidden = true;
+    if (!cursor) { $("search-list").replaceChildren(); }
+    $("search-summary").textContent = T.search_results.replace("%(text)s", text);
+    searchShown(true);
+    fetch(path, {credentials: "same-origin", headers: {Accept: "application/json"}})
+      .then(function (response) {
+        return response.json().then(function (data) {
+          if (!response.ok) { throw data; }
+          return data;
+        });
+      })
+      .then(function (data) {
+        if (!state.search || state.search.text !== text) { return; }  // gone or replaced
+        data.results.forEach(function (hit) { $("search-list").appendChild(searchHit(hit)); });
+        state.search.cursor = data.next_cursor;
+        $("search-more").hidden = !data.next_cursor;
+        $("search-empty").hidden = $("search-list").children.length > 0;
+      }, function (error) {
+        $("search-summary").textContent = (error && error.detail) || T.search_failed;
+      });
+  }
+
+  function searchHit(hit) {
+    var item = el("li", "conv-item search-hit");
+    item.dataset.conversation = hit.conversation;
+    item.dataset.message = hit.id;
+    var top = el("div", "conv-top");
+    top.appendChild(el("strong", "conv-name", hit.visitor.name));
+    if (hit.archived) { top.appendChild(el("span", "archived", T.search_archived)); }
+    item.appendChild(top);
+    item.appendChild(marked(el("div", "conv-preview"), hit.snippet, state.search.text));
+    item.appendChild(el("time", "conv-time", shortTime(hit.created_at)));
+    item.addEventListener("click", function () {
+      if (!hit.archived) { openFromSearch(hit.conversation); return; }
+      if (!item.querySelector(".archived-note")) {
+        item.appendChild(el("p", "archived-note", T.search_archived_note));
+      }
+    });
+    return item;
+  }
+
+  // The snippet as text, with each occurrence of the searched text in a <mark>.
+  function marked(node, snippet, text) {
+    var lower = snippet.toLowerCase();
+    var wanted = text.toLowerCase();
+    var at = 0;
+    var found = wanted ? lower.indexOf(wanted) : -1;
+    while (found >= 0) {
+      node.appendChild(document.createTextNode(snippet.slice(at, found)));
+      node.appendChild(el("mark", null, snippet.slice(found, found + wanted.length)));
+      at = found + wanted.length;
+      found = lower.indexOf(wanted, at);
+    }
+    node.appendChild(document.createTextNode(snippet.slice(at)));
+    return node;
+  }
+
+  // A hit's conversation may be resolved and so not among the lists: fetch its summary too.
+  function openFromSearch(id) {
+    select(id);
+    if (!state.conversations.has(id)) {
+      loadSummary(id, false).then(function () {
+        if (state.selected === id) { renderThreadHead(); }
+      });
+    }
   }
 
   // ---------------------------------------------------------------------------------------
@@ -730,6 +813,20 @@
       });
       renderList();
     });
+  });
+
+  $("search").addEventListener("submit", function (event) {
+    event.preventDefault();
+    var text = $("search-input").value.trim();
+    if (text) { search(text, null); } else { searchShown(false); }
+  });
+  $("search-more").addEventListener("click", function () {
+    if (state.search && state.search.cursor) { search(state.search.text, state.search.cursor); }
+  });
+  $("search-clear").addEventListener("click", function () {
+    $("search-input").value = "";
+    state.search = null;
+    searchShown(false);
   });
 
   $("composer").addEventListener("submit", function (event) {
