@@ -48,6 +48,10 @@ def dashboard_strings() -> dict[str, str]:
             "Admin shows the whole conversation."
         ),
         "search_failed": _("The search did not work; try again."),
+        "block_confirm": _(
+            "Block this visitor? They are disconnected and cannot start a chat again until an "
+            "administrator deletes the block."
+        ),
     }
 
 

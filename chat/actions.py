@@ -17,14 +17,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
 from django.db import transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from django.utils.translation import gettext as _
 
-from chat import assignment, errors, outbox, webhooks
+from chat import assignment, blocking, errors, outbox, webhooks
 from chat.errors import ErrorCode, GoflyError
 from chat.models import Conversation, Message, Site, Upload, Visitor
 from chat.outbox import Recorded
@@ -88,7 +91,10 @@ def start_visitor_session(
     referrer: str,
     page_url: str,
 ) -> VisitorSession:
-    """Find or create the visitor the browser names, record where it is, and sign a token."""
+    """Find or create the visitor the browser names, record where it is, and sign a token.
+
+    A blocked visitor or address is refused (`blocked`) before anything is written.
+    """
     if public_id is not None and (
         not isinstance(public_id, str)
         or not (8 <= len(public_id) <= 64)
@@ -97,6 +103,12 @@ def start_visitor_session(
         raise errors.invalid(
             _("The field 'visitor_id' must be 8 to 64 letters, digits, '-' or '_'.")
         )
+    known = (
+        Visitor.objects.filter(site=site, public_id=public_id).values_list("pk", flat=True).first()
+        if public_id
+        else None
+    )
+    blocking.check_not_blocked(site.pk, known, ip)
     now = timezone.now()
     details = {
         "ip": ip,
@@ -440,6 +452,71 @@ def post_agent_message(
             conversation.save(update_fields=fields)
         message.conversation = conversation
         return _posted(message, conversation, created, changed, line)
+
+
+# ---------------------------------------------------------------------------------------------
+# Leave a message (the widget's form when live chat is not available)
+
+LEFT_NAME_MAX = 200
+
+
+@dataclass(frozen=True)
+class LeftMessage:
+    name: str
+    email: str
+    body: str
+    client_id: str
+
+
+def check_left_message(data: Any) -> LeftMessage:
+    """Validate the leave-a-message form; each refusal names the field to fix."""
+    if not isinstance(data, dict):
+        raise errors.malformed(_("The request body must be a JSON object."))
+    name = data.get("name")
+    name = name.strip() if isinstance(name, str) else ""
+    if not name or len(name) > LEFT_NAME_MAX:
+        raise errors.invalid(
+            _("Write your name, in at most %(max)d characters.") % {"max": LEFT_NAME_MAX}
+        )
+    email = data.get("email")
+    email = email.strip() if isinstance(email, str) else ""
+    try:
+        validate_email(email)
+    except ValidationError:
+        raise errors.invalid(_("Write a valid email address, so that we can answer you.")) from None
+    body = data.get("message")
+    body = body.strip() if isinstance(body, str) else ""
+    if not body:
+        raise errors.invalid(_("Write a message."))
+    limit = int(settings.GOFLY["messages"]["max_text_bytes"])
+    if len(body.encode()) > limit:
+        raise GoflyError(
+            ErrorCode.TOO_LARGE,
+            _("The message is longer than %(limit)d bytes; shorten it.") % {"limit": limit},
+        )
+    client_id = data.get("client_id")
+    if client_id is None:
+        client_id = uuid.uuid4().hex
+    elif not isinstance(client_id, str) or not (1 <= len(client_id) <= 64):
+        raise errors.invalid(_("The field 'client_id' must be a string of 1 to 64 characters."))
+    return LeftMessage(name=name, email=email, body=body, client_id=client_id)
+
+
+def leave_message(visitor_id: int, left: LeftMessage) -> PostedMessage:
+    """Store a message left while live chat was unavailable, as the visitor's own message.
+
+    The visitor's name and email are kept for the reply. The message goes through the usual
+    path, so a new conversation is routed at once: with nobody online it waits in line and
+    coming online assigns it (chat.assignment.after_status_change).
+    """
+    with transaction.atomic():
+        Visitor.objects.filter(pk=visitor_id).update(name=left.name, email=left.email)
+        posted = post_visitor_message(visitor_id, client_id=left.client_id, body=left.body)
+    logger.info(
+        "conversation.message_left",
+        extra={"conversation": posted.conversation_id, "visitor": visitor_id},
+    )
+    return posted
 
 
 def history_queryset(conversation: Conversation, after_seq: int) -> QuerySet[Message]:

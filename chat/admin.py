@@ -1,17 +1,20 @@
 from pathlib import Path
 
+from asgiref.sync import async_to_sync
+from django import forms
 from django.contrib import admin
-from django.db import models
+from django.db import models, transaction
 from django.http import FileResponse, Http404, HttpResponse
 from django.urls import path
 from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
-from chat import exports, outbox
+from chat import blocking, delivery, exports, outbox
 from chat.models import (
     ArchivedMessage,
     ArchivedMonth,
+    Block,
     Conversation,
     Message,
     OutboxEvent,
@@ -21,8 +24,16 @@ from chat.models import (
 )
 
 
+class SiteForm(forms.ModelForm):
+    def clean_business_hours(self) -> object:
+        # An emptied box means no hours at all, i.e. always open, never a null.
+        value = self.cleaned_data.get("business_hours")
+        return {} if value is None else value
+
+
 @admin.register(Site)
 class SiteAdmin(admin.ModelAdmin):
+    form = SiteForm
     list_display = ["name", "key", "widget_title", "default_language", "created_at"]
     list_filter = ["default_language"]
     search_fields = ["name", "key", "allowed_origins", "webhook_url"]
@@ -46,8 +57,32 @@ class SiteAdmin(admin.ModelAdmin):
                 ]
             },
         ),
+        (_("Business hours"), {"fields": ["timezone", "business_hours"]}),
         (_("Webhook"), {"fields": ["webhook_url", "webhook_secret"]}),
     ]
+
+
+@admin.register(Block)
+class BlockAdmin(admin.ModelAdmin):
+    """Blocks by visitor or address; unblocking is deleting the block."""
+
+    list_display = ["__str__", "site", "visitor", "ip_network", "reason", "created_by"]
+    list_display += ["created_at", "expires_at"]
+    list_filter = ["site", "created_at", "expires_at"]
+    search_fields = ["ip_network", "reason", "visitor__public_id", "visitor__name", "visitor__ip"]
+    raw_id_fields = ["visitor"]
+    readonly_fields = ["created_by", "created_at"]
+    date_hierarchy = "created_at"
+
+    def save_model(self, request, obj, form, change):
+        if not change:
+            obj.created_by = request.user
+        with transaction.atomic():
+            super().save_model(request, obj, form, change)
+            recorded = blocking.notify_blocked(obj)
+        # Visitors it catches who are connected now are disconnected at once; the outbox
+        # retry job covers a relay that fails here.
+        async_to_sync(delivery.relay)(recorded.outbox_id, recorded.sends)
 
 
 @admin.register(Visitor)

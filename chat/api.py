@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.http import FileResponse, HttpRequest, HttpResponse, JsonResponse
+from django.utils import timezone
 from django.utils.translation import gettext as _
 from rest_framework.exceptions import ParseError
 from rest_framework.permissions import AllowAny
@@ -14,7 +16,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from chat import actions, errors, search, teamwork, uploads
+from chat import actions, blocking, delivery, errors, hours, search, teamwork, uploads
 from chat.errors import ErrorCode, GoflyError
 from chat.models import Conversation
 from chat.tokens import VisitorClaim, read_visitor_token
@@ -37,7 +39,10 @@ def _cors(response: HttpResponse, request: HttpRequest) -> HttpResponse:
 
 def _client_ip(request: HttpRequest) -> str | None:
     # TODO(gofly): trust X-Forwarded-For only from configured proxies once deployment docs
-    # name them; until then the socket peer address is the only honest answer.
+    # name them; until then the socket peer address is the only honest answer. IP blocks
+    # (chat.blocking) match this address and the visitor socket's scope["client"]; gofly_serve
+    # runs daphne with --proxy-headers, so a client that forges the header slips an IP block
+    # (a visitor block still holds) until only the proxy's header is believed.
     return request.META.get("REMOTE_ADDR") or None
 
 
@@ -84,6 +89,7 @@ class WidgetSessionView(PublicWidgetView):
         except GoflyError as exc:
             logger.info("widget.session_refused", extra={"code": str(exc.code)})
             return _cors(Response(exc.as_dict(), status=exc.status), request)
+        available = hours.availability(site, timezone.now())
         body = {
             "visitor_id": session.visitor.public_id,
             "token": session.token,
@@ -95,6 +101,9 @@ class WidgetSessionView(PublicWidgetView):
                 "welcome": site.welcome_message,
                 "language": site.default_language,
             },
+            # False: the widget offers the leave-a-message form instead of live chat.
+            "available": available.available,
+            "unavailable_reason": available.reason,
         }
         return _cors(Response(body, status=201), request)
 
@@ -160,6 +169,31 @@ class WidgetUploadView(PublicWidgetView):
             logger.info("widget.upload_refused", extra={"code": str(exc.code)})
             return _cors(Response(exc.as_dict(), status=exc.status), request)
         return _cors(Response(actions.upload_frame(upload), status=201), request)
+
+
+class WidgetLeftMessageView(PublicWidgetView):
+    """`POST /api/widget/v1/messages` with the visitor's token: the leave-a-message form."""
+
+    def post(self, request: Request) -> Response:
+        try:
+            claim = _visitor_claim(request)
+            blocking.check_not_blocked(claim.site_id, claim.visitor_id, _client_ip(request))
+            try:
+                data = request.data
+            except ParseError:
+                data = None
+            left = actions.check_left_message(data)
+            posted = actions.leave_message(claim.visitor_id, left)
+        except GoflyError as exc:
+            logger.info("widget.message_refused", extra={"code": str(exc.code)})
+            return _cors(Response(exc.as_dict(), status=exc.status), request)
+        if posted.recorded is not None:
+            # Committed: the visitor's open tabs and any agent dashboard see it now; the outbox
+            # retry job covers a relay that fails here.
+            async_to_sync(delivery.relay)(posted.recorded.outbox_id, posted.recorded.sends)
+        frame = posted.frame
+        body = {"conversation": frame["conversation"], "seq": frame["seq"], "id": frame["id"]}
+        return _cors(Response(body, status=201), request)
 
 
 class AgentUploadView(APIView):

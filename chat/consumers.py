@@ -23,7 +23,7 @@ from django.utils.translation import gettext
 from agents import presence
 from agents import status as agent_status
 from agents.models import Agent, Team
-from chat import actions, assignment, delivery, errors, protocol, teamwork
+from chat import actions, assignment, blocking, delivery, errors, protocol, teamwork
 from chat.errors import ErrorCode, GoflyError
 from chat.models import Conversation, Site, Visitor
 from chat.tokens import read_visitor_token
@@ -151,10 +151,12 @@ class ChatConsumer(AsyncWebsocketConsumer):
         )
 
 
-def _visitor_state(visitor_id: int) -> tuple[Visitor, dict | None] | None:
+def _visitor_state(visitor_id: int, ip: str | None) -> tuple[Visitor, dict | None] | None:
+    """The visitor and its current conversation; raises `blocked` for a blocked visitor."""
     visitor = Visitor.objects.select_related("site").filter(pk=visitor_id).first()
     if visitor is None:
         return None
+    blocking.check_not_blocked(visitor.site_id, visitor.pk, ip)
     conversation = actions.current_conversation(visitor_id)
     state = None
     if conversation is not None:
@@ -181,7 +183,12 @@ class VisitorConsumer(ChatConsumer):
         if claim is None:
             await self.refuse(CLOSE_UNAUTHENTICATED)
             return
-        found = await db(_visitor_state)(claim.visitor_id)
+        client = self.scope.get("client")
+        try:
+            found = await db(_visitor_state)(claim.visitor_id, client[0] if client else None)
+        except GoflyError as exc:
+            await self.refuse_with(exc)
+            return
         if found is None or found[0].site_id != claim.site_id:
             await self.refuse(CLOSE_UNAUTHENTICATED)
             return
@@ -193,7 +200,15 @@ class VisitorConsumer(ChatConsumer):
         self.assignee_id = state.pop("assignee") if state else None
         await self.join(delivery.visitor_group(self.visitor_id))
         await self.accept()
+        self.accepted = True
         await self.send_frame({"type": "ready", "conversation": state})
+
+    async def refuse_with(self, exc: GoflyError) -> None:
+        """Tell the visitor why in an error frame, then close with 4403: do not come back."""
+        if not getattr(self, "accepted", False):
+            await self.accept()
+        await self.send_error(exc, None)
+        await self.close(code=CLOSE_FORBIDDEN)
 
     async def frame_message(self, frame: dict) -> None:
         client_id = protocol.client_id_of(frame)
@@ -267,6 +282,10 @@ class VisitorConsumer(ChatConsumer):
     async def chat_queue(self, event: dict) -> None:
         await self.send_frame(event["frame"])
 
+    async def chat_blocked(self, event: dict) -> None:
+        """A block caught this visitor while connected: refuse, as a new connection would be."""
+        await self.refuse_with(blocking.blocked())
+
 
 def _agent_identity(user: Any) -> tuple[list[int], dict[str, Any], int | None] | None:
     """The sites whose groups the agent joins, how it is named and its Agent id (None for a
@@ -314,6 +333,7 @@ class AgentConsumer(ChatConsumer):
             "note",
             "labels",
             "take",
+            "block",
             "ping",
         }
     )
@@ -408,6 +428,14 @@ class AgentConsumer(ChatConsumer):
             client_id if isinstance(client_id, str) and len(client_id) <= 64 else None,
         )
         await self.relay_all([recorded])
+
+    async def frame_block(self, frame: dict) -> None:
+        await self.note_activity()
+        recorded = await db(blocking.block_visitor)(
+            self.user, frame.get("conversation"), frame.get("reason")
+        )
+        await self.relay_all([recorded])
+        await self.send_frame({"type": "blocked", "conversation": frame["conversation"]})
 
     async def frame_agent_status(self, frame: dict) -> None:
         if self.agent_id is None:

@@ -30,6 +30,7 @@ class ErrorCode(StrEnum):
     UNAVAILABLE = "unavailable"
     UNKNOWN_SITE = "unknown_site"
     ORIGIN_NOT_ALLOWED = "origin_not_allowed"
+    BLOCKED = "blocked"
     UNSUPPORTED_TYPE = "unsupported_type"
     INVALID_TRANSITION = "invalid_transition"
     INTERNAL = "internal"

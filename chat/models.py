@@ -7,10 +7,13 @@ Read positions and replies therefore refer to messages by `seq`, never by a fore
 
 from __future__ import annotations
 
+import ipaddress
 import secrets
 import uuid
+import zoneinfo
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.validators import URLValidator
 from django.db import models
 from django.utils import timezone
@@ -27,6 +30,37 @@ def new_visitor_id() -> str:
 
 def new_webhook_secret() -> str:
     return secrets.token_hex(32)
+
+
+def validate_time_zone(value: str) -> None:
+    """Accept an IANA time zone name that this server's tz database knows."""
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ValidationError(
+            _("“%(value)s” is not a time zone name; use one like Europe/Paris or Asia/Shanghai."),
+            params={"value": value},
+        ) from None
+
+
+def validate_business_hours(value: object) -> None:
+    # Imported here: chat.hours reads the models' Site for its type hints.
+    from chat.hours import check_weekly_hours
+
+    check_weekly_hours(value)
+
+
+def validate_ip_network(value: str) -> None:
+    try:
+        ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        raise ValidationError(
+            _(
+                "“%(value)s” is not an IP address or network; write one like 203.0.113.7, "
+                "203.0.113.0/24 or 2001:db8::/32."
+            ),
+            params={"value": value},
+        ) from None
 
 
 class Site(models.Model):
@@ -73,6 +107,24 @@ class Site(models.Model):
         ),
     )
     created_at = models.DateTimeField(default=timezone.now)
+    # Below created_at on purpose: in the class body this name hides django.utils.timezone.
+    timezone = models.CharField(
+        _("time zone"),
+        max_length=64,
+        default="UTC",
+        validators=[validate_time_zone],
+        help_text=_("The time zone business hours are written in, e.g. Asia/Shanghai."),
+    )
+    business_hours = models.JSONField(
+        _("business hours"),
+        default=dict,
+        blank=True,
+        validators=[validate_business_hours],
+        help_text=_(
+            'Opening spans per weekday, e.g. {"mon": [["09:00", "18:00"]], "sat": []}. '
+            "A day left out is closed; empty ({}) means always open."
+        ),
+    )
 
     def __str__(self) -> str:
         return self.name
@@ -120,6 +172,54 @@ class Label(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class Block(models.Model):
+    """A refusal of live chat to one visitor, or to every visitor from an IP address or network.
+
+    Unblocking is deleting the row; an expired block stays as a record but no longer applies.
+    """
+
+    site = models.ForeignKey(Site, on_delete=models.CASCADE, related_name="blocks")
+    visitor = models.ForeignKey(
+        Visitor, null=True, blank=True, on_delete=models.CASCADE, related_name="blocks"
+    )
+    ip_network = models.CharField(
+        _("IP address or network"),
+        max_length=64,
+        blank=True,
+        validators=[validate_ip_network],
+        help_text=_("One address (203.0.113.7) or a network (203.0.113.0/24, 2001:db8::/32)."),
+    )
+    reason = models.CharField(max_length=500, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField(
+        null=True, blank=True, help_text=_("Empty: the block lasts until it is deleted.")
+    )
+
+    class Meta:
+        indexes = [models.Index(fields=["site", "expires_at"], name="block_by_site")]
+
+    def __str__(self) -> str:
+        return self.ip_network or str(self.visitor)
+
+    def clean(self) -> None:
+        if (self.visitor_id is None) == (not self.ip_network):
+            raise ValidationError(
+                _("Block either a visitor or an IP address or network, not both.")
+            )
+        if self.ip_network:
+            # Stored in its canonical form (host bits cleared), which is what is matched.
+            try:
+                network = ipaddress.ip_network(self.ip_network.strip(), strict=False)
+            except ValueError:
+                return  # the field's own validator reports it
+            self.ip_network = str(network)
+        if self.visitor_id is not None and self.site_id and self.visitor.site_id != self.site_id:
+            raise ValidationError(_("That visitor belongs to another site."))
 
 
 class Conversation(models.Model):

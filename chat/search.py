@@ -2,7 +2,7 @@
 
 Text matches are case-insensitive substrings (`icontains`), so they work for Chinese, which has
 no spaces between words: `退款` finds `我想申请退款谢谢`. On PostgreSQL Django spells that
-`UPPER(body) LIKE UPPER(%s)`, and migration 0009 indexes exactly that expression with
+`UPPER(body) LIKE UPPER(%s)`, and migration 0011 indexes exactly that expression with
 `gin_trgm_ops` on chat_message and chat_archivedmessage, so the planner can use the index. A
 trigram index cannot narrow a query shorter than three characters; such a query reads every
 row the other filters leave (docs/architecture.md, Search, has the plans and timings).
@@ -177,7 +177,7 @@ def _matching(
         )
     queryset = model.objects.filter(conversation__in=visible.values("pk"))
     if criteria.text:
-        # Paired with the UPPER(body) trigram index of migration 0009; see the module docstring.
+        # Paired with the UPPER(body) trigram index of migration 0011; see the module docstring.
         queryset = queryset.filter(body__icontains=criteria.text)
     if criteria.agent is not None:
         assigned = Conversation.objects.filter(assignee_id=criteria.agent).values("pk")

@@ -524,3 +524,60 @@ def test_agent_picks_a_canned_reply_with_the_visitor_s_name(server_process, brow
     agent.wait_for_function(
         "() => document.getElementById('composer-input').value === 'Thanks, Mia!'"
     )
+
+
+def test_visitor_leaves_a_message_while_nobody_is_online_and_the_agent_gets_it(
+    tmp_path_factory, browser
+):
+    # A server of its own: no agent has opened a dashboard there, so nobody is online.
+    server = ServerProcess(tmp_path_factory.mktemp("leave"))
+    try:
+        server.start()
+        visitor = browser.new_context().new_page()
+        visitor.goto(server.base + "/demo/")
+        visitor.click(".gofly-launcher")
+
+        # The form replaces the composer and says why.
+        intro = visitor.locator(".gofly-leave-intro")
+        intro.wait_for()
+        assert intro.inner_text() == (
+            "Nobody is online right now. Leave a message and we will get back to you."
+        )
+        assert visitor.locator(".gofly-composer").is_hidden()
+
+        # A bad email gets the server's sentence; once fixed, the message is left.
+        visitor.fill(".gofly-field[type=text]", "Mei")
+        visitor.fill(".gofly-field[type=email]", "mei@")
+        visitor.fill("textarea.gofly-field", "Do you ship to Lyon?")
+        visitor.click(".gofly-leave button[type=submit]")
+        error = visitor.locator(".gofly-leave-error")
+        error.wait_for()
+        assert error.inner_text() == "Write a valid email address, so that we can answer you."
+        visitor.fill(".gofly-field[type=email]", "mei@example.com")
+        visitor.click(".gofly-leave button[type=submit]")
+        visitor.locator(".gofly-leave-intro", has_text="Thank you!").wait_for()
+        # It is in the visitor's history like any message.
+        visitor.locator(".gofly-msg-visitor[data-seq='1']", has_text="Lyon").wait_for()
+
+        # The agent comes online: the waiting conversation is assigned to them at once.
+        agent = browser.new_context().new_page()
+        log_in(agent, server.base)
+        agent.click("[data-view=mine]")
+        item = agent.locator(".conv-item", has_text="Lyon")
+        item.wait_for()
+        assert "Mei" in item.inner_text()
+        item.click()
+        agent.locator(".msg-visitor[data-seq='1']", has_text="Do you ship to Lyon?").wait_for()
+
+        # The agent blocks the visitor: the widget says so at once and stays refused on reload.
+        agent.once("dialog", lambda dialog: dialog.accept())
+        agent.click("#block")
+        agent.locator("#block-done").wait_for()
+        refusal = "This chat is not available to you."
+        visitor.locator(".gofly-status", has_text=refusal).wait_for()
+        assert visitor.locator(".gofly-leave").is_hidden()
+        visitor.reload()
+        visitor.click(".gofly-launcher")
+        visitor.locator(".gofly-status", has_text=refusal).wait_for()
+    finally:
+        server.close()

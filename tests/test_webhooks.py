@@ -261,6 +261,8 @@ def test_admin_sets_the_webhook_url_and_refuses_other_schemes(site):
         "welcome_message": site.welcome_message,
         "default_language": "en",
         "typing_preview": "on",
+        "timezone": "UTC",
+        "business_hours": "{}",
         "webhook_secret": "s3cret",
     }
 

@@ -184,6 +184,9 @@
     note: function (frame) {
       if (frame.conversation === state.selected) { addNote(frame); }
     },
+    blocked: function (frame) {
+      if (frame.conversation === state.selected) { $("block-done").hidden = false; }
+    },
     agent_status: function (frame) {
       var known = state.team.get(frame.agent.id) || {id: frame.agent.id};
       known.name = frame.agent.name;
@@ -483,6 +486,7 @@
                 ["last_seen", shortTime(visitor.last_seen)]];
     var list = $("visitor-details");
     list.replaceChildren();
+    $("block-done").hidden = true;
     rows.forEach(function (row) {
       list.appendChild(el("dt", null, T[row[0]]));
       list.appendChild(el("dd", null, row[1] || "—"));
@@ -928,6 +932,10 @@
   });
   $("composer-input").addEventListener("blur", closeCanned);
   $("canned-form").addEventListener("submit", saveCanned);
+  $("block").addEventListener("click", function () {
+    if (state.selected === null || !window.confirm(T.block_confirm)) { return; }
+    send({type: "block", conversation: state.selected});
+  });
   $("note-form").addEventListener("submit", function (event) {
     event.preventDefault();
     var body = $("note-input").value.trim();

@@ -45,6 +45,14 @@
       rateComment: "Anything to add? (optional)",
       rateSend: "Send rating",
       rated: "Thank you for your feedback!",
+      closed: "We are closed right now. Leave a message and we will get back to you.",
+      nobodyOnline: "Nobody is online right now. Leave a message and we will get back to you.",
+      name: "Your name",
+      email: "Your email",
+      message: "Your message",
+      leave: "Send message",
+      left: "Thank you! We got your message and will answer as soon as we can.",
+      leaveFailed: "The message could not be sent; try again.",
     },
     zh: {
       title: "在线客服",
@@ -67,6 +75,14 @@
       rateComment: "还有什么想说的？（可选）",
       rateSend: "提交评价",
       rated: "感谢您的反馈！",
+      closed: "现在不是营业时间。请留言，我们会尽快回复您。",
+      nobodyOnline: "现在没有客服在线。请留言，我们会尽快回复您。",
+      name: "您的姓名",
+      email: "您的邮箱",
+      message: "留言内容",
+      leave: "提交留言",
+      left: "谢谢！我们已收到您的留言，会尽快回复。",
+      leaveFailed: "留言未能发送，请重试。",
     },
   };
 
@@ -97,6 +113,8 @@
   let agentTypingTimer = 0;
   let stick = true; // the message list follows its bottom
   let lastTop = 0;
+  let blocked = false; // refused for good: no reconnecting, no composer
+  let leaveId = null; // client_id of the left message being sent; kept across retries
 
   // Storage ---------------------------------------------------------------------------------
 
@@ -172,6 +190,8 @@
     // Links to files already shown get the renewed token (an expired one would 404).
     ui.list.querySelectorAll("a[data-url]").forEach((a) => (a.href = fileUrl(a.dataset.url)));
     applySite(data.site);
+    // Unavailable: the form replaces the composer; the socket still brings history and replies.
+    showLeaveForm(data.available === false ? data.unavailable_reason : null);
     connect();
   }
 
@@ -181,6 +201,7 @@
       save("visitor", null); // a mangled stored id: start over as a new visitor
       return later(startSession);
     }
+    if (err.code === "blocked") return refuse(err.message);
     // A 4xx answer (unknown site, origin not allowed) will not change by retrying.
     if (err.status && err.status < 500) return showStatus(err.message);
     showStatus(t.offline);
@@ -204,6 +225,7 @@
     replaying = false;
     clearInterval(pingTimer);
     showAgentTyping(false);
+    if (blocked) return; // the error frame before the close said why
     if (code === 4403) return showStatus(t.refused);
     showStatus(t.reconnecting);
     // 4401: the token expired or was revoked; a fresh session answer carries a new one.
@@ -326,6 +348,7 @@
   }
 
   function onError(frame) {
+    if (frame.code === "blocked") return refuse(frame.detail);
     if (!frame.client_id) {
       // The conversation to resume is gone: there is no history to wait for.
       if (frame.code === "not_found") onResumed();
@@ -421,6 +444,69 @@
   function markRead() {
     if (conversation === null || lastSeq <= readSent) return;
     if (send({ type: "read", conversation: conversation, seq: lastSeq })) readSent = lastSeq;
+  }
+
+  // Blocked: the server's sentence stays, and nothing is sent or retried any more.
+  function refuse(text) {
+    blocked = true;
+    clearTimeout(retryTimer);
+    showStatus(text || t.refused);
+    ui.composer.hidden = true;
+    ui.leave.hidden = true;
+  }
+
+  // Leave a message -------------------------------------------------------------------------
+
+  // TODO(gofly): availability is decided once per session answer; an agent coming online
+  // while the form is up is not announced to open widgets. A socket frame for it would let
+  // the composer come back live.
+  function showLeaveForm(reason) {
+    if (blocked) return;
+    const offered = reason === "closed" || reason === "nobody_online";
+    ui.leave.hidden = !offered;
+    ui.composer.hidden = offered;
+    // After a message was left, the thanks stays even when a new session answer comes in.
+    if (offered && !ui.leaveFields.hidden) {
+      ui.leaveIntro.textContent = reason === "closed" ? t.closed : t.nobodyOnline;
+    }
+  }
+
+  function leaveMessage(event) {
+    event.preventDefault();
+    leaveId = leaveId || newId();
+    ui.leaveError.hidden = true;
+    ui.leaveButton.disabled = true;
+    fetch(BASE + "/api/widget/v1/messages", {
+      method: "POST",
+      credentials: "omit",
+      headers: { "Content-Type": "application/json", Authorization: "Bearer " + token },
+      body: JSON.stringify({
+        name: ui.leaveName.value,
+        email: ui.leaveEmail.value,
+        message: ui.leaveBody.value,
+        client_id: leaveId,
+      }),
+    })
+      .then((response) =>
+        response.json().then((data) => {
+          if (!response.ok) throw data;
+          return data;
+        })
+      )
+      .then(
+        () => {
+          leaveId = null;
+          ui.leaveBody.value = "";
+          ui.leaveFields.hidden = true;
+          ui.leaveIntro.textContent = t.left;
+        },
+        (err) => {
+          if (err && err.code === "blocked") return refuse(err.detail);
+          ui.leaveError.textContent = (err && err.detail) || t.leaveFailed;
+          ui.leaveError.hidden = false;
+        }
+      )
+      .finally(() => (ui.leaveButton.disabled = false));
   }
 
   // Outgoing messages -----------------------------------------------------------------------
@@ -616,10 +702,43 @@
     ui.typing = h("div", "gofly-typing", t.typing);
     ui.typing.hidden = true;
     ui.rating = buildRating();
+    ui.composer = buildComposer();
     panel.append(
-      header, ui.status, ui.queue, ui.list, ui.typing, ui.rating, ui.ratingThanks, buildComposer()
+      header, ui.status, ui.queue, ui.list, ui.typing, ui.rating, ui.ratingThanks, ui.composer,
+      buildLeaveForm()
     );
     return panel;
+  }
+
+  function buildLeaveForm() {
+    const form = h("form", "gofly-leave");
+    form.hidden = true;
+    form.noValidate = true; // the server's sentences say what to fix, in the page's language
+    ui.leave = form;
+    ui.leaveIntro = h("p", "gofly-leave-intro");
+    ui.leaveFields = h("div", "gofly-leave-fields");
+    const field = (tag, type, label, autocomplete) => {
+      const input = h(tag, "gofly-field");
+      if (type) input.type = type;
+      input.placeholder = label;
+      input.setAttribute("aria-label", label);
+      if (autocomplete) input.autocomplete = autocomplete;
+      ui.leaveFields.append(input);
+      return input;
+    };
+    ui.leaveName = field("input", "text", t.name, "name");
+    ui.leaveEmail = field("input", "email", t.email, "email");
+    ui.leaveBody = field("textarea", null, t.message);
+    ui.leaveBody.rows = 3;
+    ui.leaveError = h("div", "gofly-leave-error");
+    ui.leaveError.setAttribute("role", "alert");
+    ui.leaveError.hidden = true;
+    ui.leaveButton = h("button", "gofly-send", t.leave);
+    ui.leaveButton.type = "submit";
+    ui.leaveFields.append(ui.leaveError, ui.leaveButton);
+    form.append(ui.leaveIntro, ui.leaveFields);
+    form.addEventListener("submit", leaveMessage);
+    return form;
   }
 
   function buildComposer() {
@@ -814,7 +933,7 @@
     setUnread(0);
     markRead();
     toBottom();
-    ui.input.focus();
+    (ui.composer.hidden ? ui.leaveName : ui.input).focus();
   }
 
   function close() {
@@ -898,6 +1017,16 @@
   border: 0; border-radius: 8px; padding: 0 14px; background: var(--c); color: #fff;
   font: inherit; font-weight: 600; cursor: pointer;
 }
+.gofly-leave { padding: 10px; border-top: 1px solid #e1e4e8; }
+.gofly-leave-intro { margin: 0 0 8px; font-size: 13px; color: #1f2328; }
+.gofly-leave-fields { display: flex; flex-direction: column; gap: 6px; }
+.gofly-field {
+  border: 1px solid #d0d7de; border-radius: 8px; padding: 7px 8px; font: inherit; color: inherit;
+  resize: vertical;
+}
+.gofly-field:focus { outline: 2px solid var(--c); outline-offset: -1px; }
+.gofly-leave .gofly-send { padding: 8px 14px; align-self: flex-end; }
+.gofly-leave-error { font-size: 12px; color: #d93025; }
 @media (max-width: 480px) {
   .gofly-panel { right: 0; bottom: 0; width: 100%; height: 100%; max-height: none; border-radius: 0; }
 }
