@@ -36,8 +36,8 @@ lint: install-dev
 
 # Needs GNU gettext (msgfmt); the compiled .mo files are committed so `make run` does not.
 messages: install-dev
-	$(BIN)/python manage.py makemessages -l zh_Hans --ignore=.venv --ignore=var
-	$(BIN)/python manage.py makemessages -d djangojs -l zh_Hans --ignore=.venv --ignore=var
+	$(BIN)/python manage.py makemessages -l zh_Hans --add-location=file --ignore=.venv --ignore=var
+	$(BIN)/python manage.py makemessages -d djangojs -l zh_Hans --add-location=file --ignore=.venv --ignore=var
 	$(BIN)/python manage.py compilemessages -l zh_Hans --ignore=.venv
 
 clean:

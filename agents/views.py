@@ -42,6 +42,7 @@ def dashboard_strings() -> dict[str, str]:
         "canned_failed": _("The canned reply could not be inserted; try again."),
         "canned_saved": _("Saved. Type /%(shortcut)s in the reply box to use it."),
         "search_results": _("Messages containing “%(text)s”"),
+        "search_filtered": _("Messages matching the filters"),
         "search_archived": _("Archived"),
         "search_archived_note": _(
             "This message is in the archive: the dashboard shows recent messages only. "

@@ -89,7 +89,7 @@ class WidgetSessionView(PublicWidgetView):
         except GoflyError as exc:
             logger.info("widget.session_refused", extra={"code": str(exc.code)})
             return _cors(Response(exc.as_dict(), status=exc.status), request)
-        available = hours.availability(site, timezone.now())
+        available = hours.availability(site, timezone.now(), session.visitor.pk)
         body = {
             "visitor_id": session.visitor.public_id,
             "token": session.token,

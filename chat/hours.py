@@ -18,7 +18,7 @@ from django.core.exceptions import ValidationError
 from django.utils.translation import gettext_lazy as _
 
 from agents.models import Agent, AgentStatus
-from chat.models import Site
+from chat.models import Conversation, Site
 
 logger = logging.getLogger(__name__)
 
@@ -115,8 +115,24 @@ def anyone_online(site: Site) -> bool:
     return agents.exists()
 
 
-def availability(site: Site, now: datetime) -> Availability:
-    """Whether the widget offers live chat now, or the leave-a-message form and why."""
+def in_progress(visitor_id: int | None) -> bool:
+    """Whether the visitor's latest conversation is still going (not resolved)."""
+    if visitor_id is None:
+        return False
+    latest = Conversation.objects.filter(visitor_id=visitor_id).order_by("-id")
+    status = latest.values_list("status", flat=True).first()
+    return status is not None and status != Conversation.Status.RESOLVED
+
+
+def availability(site: Site, now: datetime, visitor_id: int | None = None) -> Availability:
+    """Whether the widget offers live chat now, or the leave-a-message form and why.
+
+    A visitor whose conversation is in progress keeps live chat whatever the hour or who is
+    online: its messages reach the agent who has it, or wait in line as any message does, and
+    swapping the thread for a form mid-conversation would only confuse.
+    """
+    if in_progress(visitor_id):
+        return Availability(True, None)
     if not is_open(site, now):
         return Availability(False, CLOSED)
     if not anyone_online(site):

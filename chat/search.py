@@ -54,7 +54,8 @@ class SearchCriteria:
     date_from: date | None = None
     date_to: date | None = None
     status: str = ""
-    # TODO(gofly): a `label` criterion once conversations have labels (issue 4, labels part).
+    # A label name (as agents type it, any case): conversations that carry it now.
+    label: str = ""
 
     def is_empty(self) -> bool:
         return not (
@@ -64,6 +65,7 @@ class SearchCriteria:
             or self.date_from
             or self.date_to
             or self.status
+            or self.label
         )
 
 
@@ -128,7 +130,7 @@ def check_search(params: dict[str, str]) -> tuple[SearchCriteria, Cursor | None,
         raise errors.invalid(_("The field 'agent' must be a user id (a number)."))
     status = params.get("status", "").strip()
     if status and status not in Conversation.Status.values:
-        raise errors.invalid(_("Unknown status; use open, pending or resolved."))
+        raise errors.invalid(_("Unknown status; use open, pending, snoozed or resolved."))
     date_from = _parse_day(params.get("from", "").strip(), "from")
     date_to = _parse_day(params.get("to", "").strip(), "to")
     if date_from and date_to and date_from > date_to:
@@ -145,10 +147,14 @@ def check_search(params: dict[str, str]) -> tuple[SearchCriteria, Cursor | None,
         date_from=date_from,
         date_to=date_to,
         status=status,
+        label=params.get("label", "").strip(),
     )
     if criteria.is_empty():
         raise errors.invalid(
-            _("Give something to search for: text, a visitor, an agent, dates or a status.")
+            _(
+                "Give something to search for: text, a visitor, an agent, a label, dates or a "
+                "status."
+            )
         )
     cursor_text = params.get("cursor", "").strip()
     cursor = Cursor.decode(cursor_text) if cursor_text else None
@@ -175,6 +181,9 @@ def _matching(
             | Q(visitor__name__icontains=criteria.visitor)
             | Q(visitor__email__icontains=criteria.visitor)
         )
+    if criteria.label:
+        # Stored label names are lower case (chat.teamwork.set_labels).
+        visible = visible.filter(labels__name=criteria.label.lower())
     queryset = model.objects.filter(conversation__in=visible.values("pk"))
     if criteria.text:
         # Paired with the UPPER(body) trigram index of migration 0011; see the module docstring.

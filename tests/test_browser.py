@@ -77,6 +77,9 @@ def test_visitor_and_agent_chat_end_to_end(server, browser):
     visitor = browser.new_context().new_page()
     agent = browser.new_context().new_page()
 
+    # An agent is online (with nobody online the widget offers a form instead of live chat).
+    log_in(agent, server)
+
     # The visitor opens the shop and writes.
     visitor.goto(server + "/demo/")
     visitor.click(".gofly-launcher")
@@ -86,8 +89,7 @@ def test_visitor_and_agent_chat_end_to_end(server, browser):
     sent.wait_for()
     assert sent.inner_text().count("<b>now</b>") == 1  # shown as text, not as markup
 
-    # The conversation waited for an agent; logging in takes it, and it shows under Mine.
-    log_in(agent, server)
+    # Routing hands the conversation to the agent at once: it shows under Mine.
     item = agent.locator(".conv-item").first
     item.wait_for()
     assert "order 1234" in item.inner_text()
@@ -136,12 +138,12 @@ def test_widget_and_dashboard_catch_up_after_a_server_restart(tmp_path_factory, 
         server.start()
         visitor = browser.new_context().new_page()
         agent = browser.new_context().new_page()
+        log_in(agent, server.base)
         visitor.goto(server.base + "/demo/")
         visitor.click(".gofly-launcher")
         visitor.fill(".gofly-input", "first question")
         visitor.press(".gofly-input", "Enter")
         visitor.locator(".gofly-msg-visitor[data-seq='1']").wait_for()
-        log_in(agent, server.base)
         agent.locator(".conv-item").first.click()
         agent.locator(".msg-visitor[data-seq='1']").wait_for()
 
@@ -269,11 +271,22 @@ def test_search_finds_a_chinese_refund_and_opens_its_conversation(server_process
     hit.click()
     page.locator(".msg-visitor[data-seq='2']", has_text="订单号 8812").wait_for()
     assert "我想申请退款谢谢" in page.locator(".msg-visitor[data-seq='1']").inner_text()
+    # The summary comes over HTTP, separately from the messages: wait for it too.
+    page.locator("#thread-title", has_text="李雷").wait_for()
     assert page.locator("#thread-title").inner_text() == "李雷"
     # Back to the lists, where the resolved conversation does not belong
     page.click("#search-clear")
     page.locator(".tabs").wait_for()
     assert page.locator("#conversation-list .conv-item", has_text="李雷").count() == 0
+
+    # Filters alone, with no text: resolved conversations of this visitor
+    page.click("#search-filters summary")
+    page.fill("#search-filters input[name=visitor]", "李雷")
+    page.select_option("#search-filters select[name=status]", "resolved")
+    page.click("#search-filters button[type=submit]")
+    page.locator(".search-hit", has_text="订单号 8812").wait_for()
+    assert page.locator("#search-summary").inner_text() == "Messages matching the filters"
+    assert page.locator(f".search-hit[data-conversation='{conversation_id}']").count() == 2
 
 
 def test_routing_shares_visitors_queues_the_third_and_transfers_live(tmp_path_factory, browser):

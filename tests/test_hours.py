@@ -11,7 +11,7 @@ from django.test import Client
 
 from agents.models import Agent, AgentStatus, Team
 from chat import hours
-from chat.models import Site
+from chat.models import Conversation, Site, Visitor
 from tests.conftest import make_agent
 
 WEEKDAYS_9_TO_6 = {day: [["09:00", "18:00"]] for day in ("mon", "tue", "wed", "thu", "fri")}
@@ -86,6 +86,21 @@ def test_availability_of_a_team_site_counts_the_team_s_agents(site, agent_alice)
     bob.teams.add(billing)
     set_status(bob, AgentStatus.ONLINE)
     assert hours.availability(site, now).available
+
+
+@pytest.mark.django_db
+def test_a_conversation_in_progress_stays_live_when_closed_or_nobody_is_online(site):
+    site.business_hours = {"mon": []}  # closed all week
+    now = utc(2026, 12, 7, 12, 0)
+    visitor = Visitor.objects.create(site=site)
+    assert hours.availability(site, now, visitor.pk) == hours.Availability(False, "closed")
+
+    conversation = Conversation.objects.create(site=site, visitor=visitor, status="pending")
+    assert hours.availability(site, now, visitor.pk) == hours.Availability(True, None)
+
+    # Once resolved, a new question is a new conversation: the form again.
+    Conversation.objects.filter(pk=conversation.pk).update(status="resolved")
+    assert hours.availability(site, now, visitor.pk) == hours.Availability(False, "closed")
 
 
 @pytest.mark.django_db

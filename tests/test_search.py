@@ -9,7 +9,7 @@ from django.db import connection
 from django.test import Client
 from django.utils import translation
 
-from chat import archive, partitions, search
+from chat import archive, partitions, search, teamwork
 from chat.models import Conversation, Message, Site, Visitor
 from tests.conftest import make_agent
 
@@ -94,6 +94,20 @@ def test_search_filters_by_visitor_status_and_dates(refund_chats, agent_alice):
         "Please REFUND my order"
     ]
     assert _find(agent_alice.user, date_to=date(2026, 3, 30)) == []
+
+
+@pytest.mark.django_db
+def test_search_by_label_finds_conversations_that_carry_it(refund_chats, agent_alice):
+    chinese, english = refund_chats
+    teamwork.set_labels(agent_alice.user, chinese.pk, ["Refund", "vip"])
+    teamwork.set_labels(agent_alice.user, english.pk, ["vip"])
+
+    # Any case, as agents type it; combined with the other criteria by AND.
+    assert _find(agent_alice.user, label="REFUND") == ["我想申请退款谢谢", "你好"]
+    assert _find(agent_alice.user, label="vip", text="refund") == ["Please REFUND my order"]
+    assert _find(agent_alice.user, label="unused") == []
+    page = _client(agent_alice.user).get(SEARCH, {"label": "refund", "q": "你"}).json()
+    assert [hit["snippet"] for hit in page["results"]] == ["你好"]
 
 
 @pytest.mark.django_db
@@ -253,7 +267,9 @@ def test_search_api_answers_a_page_and_the_next(refund_chats, agent_alice):
     assert hit["conversation"] == refund_chats[1].pk and hit["archived"] is False
 
 
-NOTHING_ASKED = "Give something to search for: text, a visitor, an agent, dates or a status."
+NOTHING_ASKED = (
+    "Give something to search for: text, a visitor, an agent, a label, dates or a status."
+)
 BAD_DATE = "The field '{}' must be a date written YYYY-MM-DD, e.g. 2026-03-31."
 
 
@@ -273,7 +289,7 @@ BAD_DATE = "The field '{}' must be a date written YYYY-MM-DD, e.g. 2026-03-31."
         ({"q": "a", "limit": "101"}, "The field 'limit' must be a number from 1 to 100."),
         ({"q": "a", "limit": "ten"}, "The field 'limit' must be a number from 1 to 100."),
         ({"agent": "bob"}, "The field 'agent' must be a user id (a number)."),
-        ({"status": "closed"}, "Unknown status; use open, pending or resolved."),
+        ({"status": "closed"}, "Unknown status; use open, pending, snoozed or resolved."),
         (
             {"q": "a", "cursor": "not-a-cursor"},
             "The cursor is not valid; pass the next_cursor of the previous page unchanged.",
@@ -302,7 +318,7 @@ def test_search_api_answers_in_chinese_when_asked(agent_alice):
         # The locale middleware leaves Chinese active in this thread; later tests that raise
         # errors outside a request would otherwise speak it too.
         translation.deactivate()
-    assert response.json()["detail"] == "请给出搜索条件：文字、访客、客服、日期或状态。"
+    assert response.json()["detail"] == "请给出搜索条件：文字、访客、客服、标签、日期或状态。"
 
 
 # ---------------------------------------------------------------------------------------------

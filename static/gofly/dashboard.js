@@ -35,7 +35,7 @@
     canned: [],                 // the "/" suggestions shown, [{id, shortcut, title}]
     cannedActive: 0,            // index of the highlighted suggestion
     cannedAsked: 0,             // bumped per request, so a slow answer cannot reopen the list
-    search: null,               // {text, cursor} while search results are shown
+    search: null,               // {query, key, text, cursor} while results are shown
   };
 
   // ---------------------------------------------------------------------------------------
@@ -277,14 +277,32 @@
     if (shown) { $("list-empty").hidden = true; } else { renderList(); }
   }
 
-  function search(text, cursor) {
-    var path = "/api/agent/v1/search?q=" + encodeURIComponent(text) +
-               (cursor ? "&cursor=" + encodeURIComponent(cursor) : "");
-    state.search = {text: text, cursor: null};
+  // The search box and its filters as query parameters; empty fields are left out.
+  function searchQuery() {
+    var form = $("search");
+    var query = new URLSearchParams();
+    var text = $("search-input").value.trim();
+    if (text) { query.set("q", text); }
+    ["visitor", "label", "status", "from", "to"].forEach(function (name) {
+      var value = form.elements[name].value.trim();
+      if (value) { query.set(name, value); }
+    });
+    if (form.elements.mine.checked) { query.set("agent", String(myId)); }
+    return query;
+  }
+
+  function search(query, cursor) {
+    var text = query.get("q") || "";
+    var key = query.toString();
+    var page = new URLSearchParams(query);
+    if (cursor) { page.set("cursor", cursor); }
+    state.search = {query: query, key: key, text: text, cursor: null};
     $("search-more").hidden = true;
     if (!cursor) { $("search-list").replaceChildren(); }
-    $("search-summary").textContent = T.search_results.replace("%(text)s", text);
+    $("search-summary").textContent = text ? T.search_results.replace("%(text)s", text)
+                                           : T.search_filtered;
     searchShown(true);
+    var path = "/api/agent/v1/search?" + page.toString();
     fetch(path, {credentials: "same-origin", headers: {Accept: "application/json"}})
       .then(function (response) {
         return response.json().then(function (data) {
@@ -293,7 +311,7 @@
         });
       })
       .then(function (data) {
-        if (!state.search || state.search.text !== text) { return; }  // gone or replaced
+        if (!state.search || state.search.key !== key) { return; }  // gone or replaced
         data.results.forEach(function (hit) { $("search-list").appendChild(searchHit(hit)); });
         state.search.cursor = data.next_cursor;
         $("search-more").hidden = !data.next_cursor;
@@ -821,14 +839,14 @@
 
   $("search").addEventListener("submit", function (event) {
     event.preventDefault();
-    var text = $("search-input").value.trim();
-    if (text) { search(text, null); } else { searchShown(false); }
+    var query = searchQuery();
+    if (query.toString()) { search(query, null); } else { searchShown(false); }
   });
   $("search-more").addEventListener("click", function () {
-    if (state.search && state.search.cursor) { search(state.search.text, state.search.cursor); }
+    if (state.search && state.search.cursor) { search(state.search.query, state.search.cursor); }
   });
   $("search-clear").addEventListener("click", function () {
-    $("search-input").value = "";
+    $("search").reset();
     state.search = null;
     searchShown(false);
   });
