@@ -192,9 +192,11 @@ def make_conversations(count: int, since: date) -> tuple[int, int]:
         [started, started, site.pk, count],
     )
     _execute(
+        # Every NOT NULL column without a database default is named here; a new one must be too.
         "INSERT INTO chat_conversation (channel, status, created_at, last_seq,"
-        " last_message_preview, agent_read_seq, visitor_read_seq, site_id, visitor_id)"
-        " SELECT 'web', 'resolved', %s, 0, '', 0, 0, %s, v.id"
+        " last_message_preview, agent_read_seq, visitor_read_seq, rating_comment, bot_active,"
+        " site_id, visitor_id)"
+        " SELECT 'web', 'resolved', %s, 0, '', 0, 0, '', false, %s, v.id"
         " FROM chat_visitor v WHERE v.site_id = %s ORDER BY v.id",
         [started, site.pk, site.pk],
     )

@@ -11,6 +11,7 @@ what makes a repeated `client_id` safe: every insert into one conversation is se
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import uuid
 from dataclasses import dataclass
@@ -36,6 +37,8 @@ from chat.tokens import issue_visitor_token
 logger = logging.getLogger(__name__)
 
 PREVIEW_CHARS = 200
+# The sender name of the bot's messages; the widget and dashboard show it in their language.
+BOT_NAME = "Bot"
 # Statuses a visitor's new message wakes up.
 DORMANT = (Conversation.Status.RESOLVED, Conversation.Status.SNOOZED)
 
@@ -56,6 +59,8 @@ class PostedMessage:
     assignee_id: int | None
     # None for a repeated client_id: the first send already recorded the fan-out.
     recorded: Recorded | None
+    # The outbox row that makes the bot answer this message (run it after the commit).
+    bot_event: int | None = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -242,6 +247,8 @@ def _sender_name(message: Message) -> str:
         return agent.display_name if agent and agent.display_name else user.get_username()
     if message.sender_kind == Message.SenderKind.VISITOR:
         return str(message.conversation.visitor)
+    if message.sender_kind == Message.SenderKind.BOT:
+        return BOT_NAME
     return ""
 
 
@@ -385,6 +392,10 @@ def post_visitor_message(
         )
         if created:
             fields = ["last_seq", "last_message_at", "last_message_preview"]
+            if opened or conversation.status == Conversation.Status.RESOLVED:
+                # A new question starts with the site's bot, when it has one.
+                conversation.bot_active = bot_serves(conversation.site_id)
+                fields.append("bot_active")
             if conversation.status in DORMANT:
                 previous = conversation.status
                 conversation.status = Conversation.Status.OPEN
@@ -397,11 +408,47 @@ def post_visitor_message(
                     {"kind": Message.SenderKind.VISITOR, "id": conversation.visitor.public_id},
                 )
             conversation.save(update_fields=fields)
-        # A new or reopened conversation needs a human: route it in the same transaction, so
-        # the stored message, its assignment and both notices commit together.
-        routed = assignment.route(conversation) if created and (opened or changed) else []
+        bot_event = None
+        routed: list[outbox.Send] = []
+        if created and conversation.bot_active and conversation.assignee_id is None:
+            # The bot answers first; it routes to a human itself when it hands over.
+            bot_event = outbox.record_bot(conversation, message.pk)
+        elif created and (opened or changed):
+            # A new or reopened conversation needs a human: route it in the same transaction,
+            # so the stored message, its assignment and both notices commit together.
+            routed = assignment.route(conversation)
         message.conversation = conversation
-        return _posted(message, conversation, created, changed, routed)
+        posted = _posted(message, conversation, created, changed, routed)
+        return dataclasses.replace(posted, bot_event=bot_event)
+
+
+def bot_serves(site_id: int) -> bool:
+    """Whether the site's bot is on and has a trained version to answer with."""
+    # Imported here: nlp's models import chat's.
+    from nlp.models import ModelVersion
+
+    return ModelVersion.objects.filter(
+        site_id=site_id, state=ModelVersion.State.ACTIVE, site__bot__enabled=True
+    ).exists()
+
+
+def post_bot_message(
+    conversation: Conversation, *, client_id: str, body: str, changed: bool, extra: list
+) -> PostedMessage:
+    """Store the bot's reply. The caller holds the conversation's row lock in its transaction
+    and has saved any other field it changed; `changed` says the summary changed too."""
+    message, created = _store_message(
+        conversation,
+        client_id=client_id,
+        body=body,
+        sender_kind=Message.SenderKind.BOT,
+        sender_user_id=None,
+        upload=None,
+    )
+    if created:
+        conversation.save(update_fields=["last_seq", "last_message_at", "last_message_preview"])
+    message.conversation = conversation
+    return _posted(message, conversation, created, changed, extra)
 
 
 def post_agent_message(
@@ -576,6 +623,7 @@ def conversation_summary(conversation: Conversation) -> dict[str, Any]:
             conversation.snoozed_until.isoformat() if conversation.snoozed_until else None
         ),
         "rating": conversation.rating,
+        "bot_active": conversation.bot_active,
         "labels": sorted(label.name for label in conversation.labels.all()),
         "created_at": conversation.created_at.isoformat(),
     }

@@ -131,6 +131,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 "id": frame["id"],
             }
         )
+        if posted.bot_event is not None:
+            delivery.run_bot_soon(posted.bot_event)
 
     async def frame_ping(self, frame: dict) -> None:
         await self.send_frame({"type": "pong"})

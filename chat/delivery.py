@@ -2,12 +2,13 @@
 
 Only this module sends to groups. Durable changes go through the outbox (`chat.outbox`): the
 consumer that stored them calls `relay` after the commit, and `relay_due` retries whatever is
-still pending, handing webhook rows to `chat.webhooks`. Typing and read notices are ephemeral
-and sent directly, best effort.
+still pending, handing webhook rows to `chat.webhooks` and bot rows to `run_bot`. Typing and
+read notices are ephemeral and sent directly, best effort.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
@@ -27,8 +28,13 @@ logger = logging.getLogger(__name__)
 SETTLE_SECONDS = 30.0
 _last_failure = float("-inf")
 
+# Bot answers under way on this loop; held so that the loop does not drop them half-way.
+_bot_tasks: set[asyncio.Task] = set()
+
 __all__ = [
     "relay",
+    "run_bot",
+    "run_bot_soon",
     "relay_due",
     "deliver_typing",
     "deliver_read",
@@ -88,6 +94,10 @@ async def relay_due() -> dict[str, int]:
         webhooks.dispatch(webhook_ids)  # submits to a thread pool and returns at once
         counts["webhooks"] = len(webhook_ids)
     for row in claimed:
+        if row.kind == OutboxEvent.Kind.BOT:
+            await run_bot(row.event_id)
+            counts["bot"] = counts.get("bot", 0) + 1
+            continue
         if row.kind == OutboxEvent.Kind.WEBHOOK:
             continue
         if await relay(row.event_id, row.sends):
@@ -97,6 +107,25 @@ async def relay_due() -> dict[str, int]:
     if claimed:
         logger.info("outbox.retried", extra=counts)
     return counts
+
+
+async def run_bot(event_id: int) -> None:
+    """Have the bot answer one `bot` outbox row, in a worker thread, then relay its reply."""
+    from nlp import service  # imported here: nlp imports chat
+
+    handle = database_sync_to_async(service.handle_bot_event, thread_sensitive=False)
+    for recorded in await handle(event_id):
+        await relay(recorded.outbox_id, recorded.sends)
+
+
+def run_bot_soon(event_id: int) -> None:
+    """Start `run_bot` on the running loop and return: the sender's socket never waits for it.
+
+    Should this process die first, the row is still pending and the retry job runs it.
+    """
+    task = asyncio.get_running_loop().create_task(run_bot(event_id))
+    _bot_tasks.add(task)
+    task.add_done_callback(_bot_tasks.discard)
 
 
 async def _send(group: str, event: dict[str, Any]) -> None:

@@ -266,6 +266,9 @@ class Conversation(models.Model):
     )
     # Set while the conversation waits in its line for an agent (chat.assignment).
     waiting_since = models.DateTimeField(null=True, blank=True)
+    # The site's intent bot answers (nlp): set when the conversation opens or reopens on a site
+    # with a bot, cleared when the bot hands over. Routing leaves such a conversation alone.
+    bot_active = models.BooleanField(default=False)
 
     class Meta:
         indexes = [
@@ -370,6 +373,7 @@ class OutboxEvent(models.Model):
     class Kind(models.TextChoices):
         CHANNELS = "channels", _("Channel layer")
         WEBHOOK = "webhook", _("Webhook")
+        BOT = "bot", _("Bot answer")
 
     created_at = models.DateTimeField(default=timezone.now)
     kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.CHANNELS)

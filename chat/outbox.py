@@ -112,6 +112,22 @@ def record_webhook(site: Site, delivery_id: uuid.UUID, payload: dict[str, Any]) 
     ).pk
 
 
+def record_bot(conversation: Any, message_id: int) -> int:
+    """Write the row that makes the site's bot answer a visitor message (nlp.service).
+
+    Leased from the start, like a webhook row: the socket that carried the message runs the
+    bot right after the commit, and the retry job steps in only if that has not finished.
+    """
+    now = timezone.now()
+    return OutboxEvent.objects.create(
+        kind=OutboxEvent.Kind.BOT,
+        site_id=conversation.site_id,
+        payload={"conversation": conversation.pk, "message": message_id},
+        created_at=now,
+        next_attempt_at=now + timedelta(seconds=LEASE_SECONDS),
+    ).pk
+
+
 def mark_done(event_id: int, note: str = "") -> None:
     """Mark a pending row delivered; `note` says why when it was settled without a send."""
     fields: dict[str, Any] = {"status": OutboxEvent.Status.DONE, "done_at": timezone.now()}

@@ -15,7 +15,7 @@ from django.utils.translation import gettext as _
 
 from agents.models import Agent, Team
 from chat import assignment, errors, outbox
-from chat.actions import check_agent_conversation, conversation_summary
+from chat.actions import BOT_NAME, check_agent_conversation, conversation_summary
 from chat.models import Conversation, Label, Note
 from chat.outbox import Recorded, Send, site_agents_group
 
@@ -34,7 +34,11 @@ def note_frame(note: Note, client_id: str | None = None) -> dict[str, Any]:
         "type": "note",
         "conversation": note.conversation_id,
         "id": note.pk,
-        "author": {"id": note.author_id, "name": _agent_name(note.author) if note.author else ""},
+        "author": {
+            "id": note.author_id,
+            # A note without an author is gofly's own: the bot's, at a handoff.
+            "name": _agent_name(note.author) if note.author else BOT_NAME,
+        },
         "body": note.body,
         "created_at": note.created_at.isoformat(),
     }
@@ -78,6 +82,11 @@ def add_note(
         note = Note.objects.create(conversation=conversation, author=user, body=text)
         recorded = outbox.record_sends(_note_sends(conversation, note_frame(note, client_id)))
     return recorded
+
+
+def record_note(conversation: Conversation, note: Note) -> Recorded:
+    """Record the delivery of a note written by gofly itself (the bot's handoff note)."""
+    return outbox.record_sends(_note_sends(conversation, note_frame(note)))
 
 
 def notes_of(conversation: Conversation) -> list[dict[str, Any]]:

@@ -66,6 +66,14 @@ DEFAULTS: dict[str, Any] = {
     "archive": {"after_months": 3, "hour": 3, "mode": "schema", "directory": ""},
     "agents": {"offline_grace_seconds": 60, "away_after_seconds": 900},
     "routing": {"requeue_on_offline": True},
+    "nlp": {
+        "encoder": "lexical",
+        "threshold": 0.5,
+        "max_misunderstood": 2,
+        "handoff_keywords": ["人工", "转人工", "人工客服", "真人", "human", "agent", "operator"],
+        "version_check_seconds": 2.0,
+        "activation_tolerance": 0.0,
+    },
 }
 
 # Keys whose environment override is a comma-separated list rather than a scalar.
@@ -74,6 +82,7 @@ LIST_KEYS = {
     ("csrf_trusted_origins",),
     ("redis", "hosts"),
     ("uploads", "allowed_types"),
+    ("nlp", "handoff_keywords"),
 }
 
 
@@ -148,6 +157,13 @@ def _apply_env(config: dict[str, Any], env: dict[str, str]) -> None:
     walk(config, ())
 
 
+def _check_nlp(nlp: dict[str, Any]) -> None:
+    if nlp["encoder"] not in {"lexical", "embedding", "hybrid"}:
+        raise ConfigError("nlp.encoder must be 'lexical', 'embedding' or 'hybrid'.")
+    if not 0.0 < float(nlp["threshold"]) <= 1.0:
+        raise ConfigError("nlp.threshold must be above 0 and at most 1.")
+
+
 def _check_archive(archive: dict[str, Any]) -> None:
     if not isinstance(archive["after_months"], int) or archive["after_months"] < 1:
         raise ConfigError("archive.after_months must be a whole number of months, at least 1.")
@@ -175,6 +191,7 @@ def load(env: dict[str, str] | None = None) -> dict[str, Any]:
         _merge(config, loaded)
     _apply_env(config, env)
     _check_archive(config["archive"])
+    _check_nlp(config["nlp"])
     if config["agents"]["offline_grace_seconds"] < 30:
         # The dashboard pings every 25 s; a shorter grace would take open dashboards offline.
         raise ConfigError("agents.offline_grace_seconds must be at least 30.")

@@ -42,6 +42,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "chat",
     "agents",
+    "nlp",
 ]
 
 MIDDLEWARE = [

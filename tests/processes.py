@@ -66,13 +66,21 @@ def drop_database(name: str) -> None:
 class ServerProcess:
     """A real gofly server (daphne), which a test can stop, restart or kill.
 
-    Without `database_url` it makes a fresh database, migrates it, adds the demo site and agent,
-    and drops it on close. With one, it serves that database as it is (prepared by another
-    ServerProcess, which owns it) and leaves it in place.
+    Without `database_url` it makes a fresh database, migrates it, adds the demo site and agent
+    (with the starter bot only when `bot` is true), and drops it on close. With one, it serves
+    that database as it is (prepared by another ServerProcess, which owns it) and leaves it in
+    place.
     """
 
-    def __init__(self, tmp: Path, scheduler: bool = False, database_url: str | None = None) -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        scheduler: bool = False,
+        database_url: str | None = None,
+        bot: bool = False,
+    ) -> None:
         self.tmp = tmp
+        self.bot = bot
         self.scheduler = scheduler
         self.pg_name: str | None = None
         fresh = database_url is None
@@ -102,7 +110,7 @@ class ServerProcess:
     def _prepare(self) -> None:
         subprocess.run([*self.manage, "migrate", "-v0"], env=self.env, check=True, cwd=ROOT)
         subprocess.run(
-            [*self.manage, "gofly_demo"],
+            [*self.manage, "gofly_demo", *([] if self.bot else ["--no-bot"])],
             env=self.env,
             check=True,
             cwd=ROOT,

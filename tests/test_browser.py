@@ -71,6 +71,9 @@ def log_in(page, base: str, username: str = "demo") -> None:
     page.fill("input[name=password]", PASSWORD)
     page.click("button[type=submit]")
     page.wait_for_url(base + "/dashboard/")
+    # The socket is up and the server has taken the agent's presence (online, for an agent
+    # who was offline): from here on routing and the widget's availability count them.
+    page.locator("#my-status[data-status]:not([data-status=''])").wait_for(state="attached")
 
 
 def test_visitor_and_agent_chat_end_to_end(server, browser):
@@ -411,12 +414,12 @@ def test_widget_and_dashboard_resend_what_the_database_refused(tmp_path_factory,
         agent = browser.new_context().new_page()
         for page in (visitor, agent):
             page.on("websocket", watch)
+        log_in(agent, server.base)
         visitor.goto(server.base + "/demo/")
         visitor.click(".gofly-launcher")
         visitor.fill(".gofly-input", "first question")
         visitor.press(".gofly-input", "Enter")
         visitor.locator(".gofly-msg-visitor[data-seq='1']").wait_for()
-        log_in(agent, server.base)
         agent.locator(".conv-item").first.click()
         agent.locator(".msg-visitor[data-seq='1']").wait_for()
 

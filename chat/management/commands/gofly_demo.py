@@ -11,13 +11,23 @@ from django.db import transaction
 
 from agents.models import Agent
 from chat.models import Site
+from nlp import starter, training
+from nlp.models import ModelVersion
 
 DEMO_USERNAME = "demo"
 DEMO_SITE_NAME = "Demo shop"
 
 
 class Command(BaseCommand):
-    help = "Create the demo site and the demo agent (username 'demo') if they do not exist."
+    help = (
+        "Create the demo site and the demo agent (username 'demo') if they do not exist, and give "
+        "the site the starter bot (trained once)."
+    )
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument(
+            "--no-bot", action="store_true", help="Leave the bot out: every visitor gets a human."
+        )
 
     def handle(self, *args, **options) -> None:
         with transaction.atomic():
@@ -50,3 +60,10 @@ class Command(BaseCommand):
             )
             if not os.environ.get("GOFLY_DEMO_PASSWORD"):
                 self.stdout.write("This password is shown only once; keep it.")
+        if not options["no_bot"] and not ModelVersion.objects.filter(site=site).exists():
+            starter.load_starter(site)
+            version = training.train_site(site.pk)
+            self.stdout.write(
+                f"Starter bot trained: v{version.number}, {version.state}, "
+                f"{version.examples} examples, {version.train_seconds} s"
+            )
