@@ -31,6 +31,7 @@ def dashboard_strings() -> dict[str, str]:
         "first_seen": _("First seen"),
         "last_seen": _("Last seen"),
         "you": _("You"),
+        "bot": _("Bot"),
         "uploading": _("Uploading…"),
         "upload_failed": _("The upload failed; check the connection and try again."),
         "status_online": _("Online"),

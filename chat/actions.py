@@ -28,7 +28,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from django.utils.translation import gettext as _
 
-from chat import assignment, blocking, errors, outbox, webhooks
+from chat import assignment, blocking, errors, hours, outbox, webhooks
 from chat.errors import ErrorCode, GoflyError
 from chat.models import Conversation, Message, Site, Upload, Visitor
 from chat.outbox import Recorded
@@ -394,7 +394,7 @@ def post_visitor_message(
             fields = ["last_seq", "last_message_at", "last_message_preview"]
             if opened or conversation.status == Conversation.Status.RESOLVED:
                 # A new question starts with the site's bot, when it has one.
-                conversation.bot_active = bot_serves(conversation.site_id)
+                conversation.bot_active = hours.bot_serves(conversation.site_id)
                 fields.append("bot_active")
             if conversation.status in DORMANT:
                 previous = conversation.status
@@ -420,16 +420,6 @@ def post_visitor_message(
         message.conversation = conversation
         posted = _posted(message, conversation, created, changed, routed)
         return dataclasses.replace(posted, bot_event=bot_event)
-
-
-def bot_serves(site_id: int) -> bool:
-    """Whether the site's bot is on and has a trained version to answer with."""
-    # Imported here: nlp's models import chat's.
-    from nlp.models import ModelVersion
-
-    return ModelVersion.objects.filter(
-        site_id=site_id, state=ModelVersion.State.ACTIVE, site__bot__enabled=True
-    ).exists()
 
 
 def post_bot_message(
@@ -488,7 +478,7 @@ def post_agent_message(
             fields = ["last_seq", "last_message_at", "last_message_preview"]
             if conversation.assignee_id is None:
                 line = assignment.take(conversation, user)
-                fields += ["assignee", "waiting_since"]
+                fields += ["assignee", "waiting_since", "bot_active"]
                 changed = True
             if conversation.first_agent_reply_at is None:
                 conversation.first_agent_reply_at = message.created_at

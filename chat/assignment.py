@@ -154,7 +154,8 @@ def take(conversation: Conversation, user: Any) -> list[Send]:
 
     It counts against the agent's capacity even past the maximum, because the agent chose it;
     routing simply gives that agent nothing more until a slot frees. Returns the new positions
-    for the rest of the line when the conversation was waiting in it.
+    for the rest of the line when the conversation was waiting in it. The caller saves
+    `assignee`, `waiting_since` and `bot_active`.
     """
     was_waiting = conversation.waiting_since is not None
     agent = Agent.objects.select_for_update().filter(user_id=user.pk).first()
@@ -165,6 +166,7 @@ def take(conversation: Conversation, user: Any) -> list[Send]:
         sync_seats(agent)
     conversation.assignee = user
     conversation.waiting_since = None
+    conversation.bot_active = False  # a person has joined: the bot stops answering
     if not was_waiting:
         return []
     # Saved by the caller; until then the line query still sees this conversation waiting.

@@ -133,8 +133,26 @@ def availability(site: Site, now: datetime, visitor_id: int | None = None) -> Av
     """
     if in_progress(visitor_id):
         return Availability(True, None)
+    if bot_serves(site.pk):
+        # The bot answers at any hour; a handoff when nobody can take it waits in line.
+        return Availability(True, None)
     if not is_open(site, now):
         return Availability(False, CLOSED)
     if not anyone_online(site):
         return Availability(False, NOBODY_ONLINE)
     return Availability(True, None)
+
+
+def bot_serves(site_id: int) -> bool:
+    """Whether the site's bot is on and has a trained version to answer with."""
+    # Imported here: nlp's models import chat's.
+    from nlp.models import ModelVersion
+
+    return ModelVersion.objects.filter(
+        site_id=site_id, state=ModelVersion.State.ACTIVE, site__bot__enabled=True
+    ).exists()
+
+
+def people_available(site: Site, now: datetime) -> bool:
+    """Whether a person could answer now: within business hours and someone online."""
+    return is_open(site, now) and anyone_online(site)

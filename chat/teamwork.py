@@ -145,7 +145,8 @@ def transfer(
             conversation.waiting_since = None
             line = assignment.route(conversation) if holds else []
             where = target.name
-        conversation.save(update_fields=["assignee", "team", "waiting_since"])
+        conversation.bot_active = False  # transferred to people, the bot stops answering
+        conversation.save(update_fields=["assignee", "team", "waiting_since", "bot_active"])
         sends = outbox.conversation_sends(
             conversation.site_id, conversation.visitor_id, conversation_summary(conversation)
         )
@@ -208,7 +209,7 @@ def take(user: AbstractBaseUser, conversation_id: Any) -> Recorded:
         if conversation.assignee_id is not None:
             raise errors.invalid(_("Someone already has this conversation."))
         line = assignment.take(conversation, user)
-        conversation.save(update_fields=["assignee", "waiting_since"])
+        conversation.save(update_fields=["assignee", "waiting_since", "bot_active"])
         sends = outbox.conversation_sends(
             conversation.site_id, conversation.visitor_id, conversation_summary(conversation)
         )

@@ -128,9 +128,14 @@ def django_language(language: str) -> str:
     return "zh-hans" if language.startswith("zh") else "en"
 
 
-def fallback_text(turn: Turn) -> str:
+def fallback_text(turn: Turn, people_available: bool = True) -> str:
     """What the bot says when it has no reply of an intent to give."""
     with translation.override(django_language(turn.language)):
+        if turn.action == HANDOFF and not people_available:
+            return _(
+                "Nobody from our team is available right now. Your message is kept here and "
+                "a colleague will answer as soon as one is back; you can close this window."
+            )
         if turn.action == HANDOFF:
             return _("I am passing you to a colleague, who will answer here shortly.")
         return _(

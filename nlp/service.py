@@ -24,7 +24,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import override
 
-from chat import actions, assignment, outbox, teamwork
+from chat import actions, assignment, hours, outbox, teamwork
 from chat.models import Conversation, Message, Note, OutboxEvent
 from chat.outbox import Recorded
 from nlp import bot, runtime
@@ -58,6 +58,9 @@ def _memory(state: BotState) -> bot.Memory:
 
 def _reply(turn: bot.Turn, conversation: Conversation, memory: bot.Memory) -> tuple[str, str]:
     """The reply text and the turn's final action (an intent marked `clarify` asks)."""
+    if turn.action == bot.HANDOFF:
+        available = hours.people_available(conversation.site, timezone.now())
+        return bot.fallback_text(turn, available), turn.action
     if turn.action != bot.ANSWER:
         return bot.fallback_text(turn), turn.action
     intent = Intent.objects.filter(site_id=conversation.site_id, name=turn.intent).first()

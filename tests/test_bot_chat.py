@@ -4,6 +4,7 @@ in effect, silent once a person has the conversation, and handing over into rout
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from datetime import timedelta
 
 import pytest
 from channels.db import database_sync_to_async
+from django.test import Client
 from django.utils import timezone
 
 from agents.models import AgentStatus
@@ -151,8 +153,29 @@ def test_bot_stays_silent_once_an_agent_has_replied(site, agent_alice):
     assert bot_replies(posted.conversation_id) == []
     row = OutboxEvent.objects.get(pk=posted.bot_event)
     assert (row.status, row.last_error) == ("done", "a person has the conversation")
-    # And the next visitor message goes to the agent, not to the bot.
+    # The agent's reply took the conversation from the bot, and the next visitor message goes
+    # to the agent, not to the bot.
+    assert not Conversation.objects.get(pk=posted.conversation_id).bot_active
     assert visitor_says(visitor.pk, "thanks").bot_event is None
+
+
+@pytest.mark.django_db
+def test_live_chat_is_offered_when_the_bot_serves_even_with_nobody_online(site):
+    session = Client().post(
+        "/api/widget/v1/sessions", json.dumps({"site": site.key}), content_type="application/json"
+    )
+    assert session.json()["unavailable_reason"] == "nobody_online"
+    give_bot(site)
+    session = Client().post(
+        "/api/widget/v1/sessions", json.dumps({"site": site.key}), content_type="application/json"
+    )
+    assert (session.json()["available"], session.json()["unavailable_reason"]) == (True, None)
+    # Switched off in admin, the bot no longer counts.
+    BotSettings.objects.filter(site=site).update(enabled=False)
+    session = Client().post(
+        "/api/widget/v1/sessions", json.dumps({"site": site.key}), content_type="application/json"
+    )
+    assert session.json()["unavailable_reason"] == "nobody_online"
 
 
 @pytest.mark.django_db
@@ -170,7 +193,11 @@ def test_misunderstood_turns_hand_over_into_the_waiting_line(site):
     assert conversation.waiting_since is not None
     replies = bot_replies(conversation.pk)
     assert replies[0].startswith("Sorry, I did not understand that.")
-    assert replies[1] == "I am passing you to a colleague, who will answer here shortly."
+    # And the bot says so, rather than promising an answer shortly.
+    assert replies[1] == (
+        "Nobody from our team is available right now. Your message is kept here and a "
+        "colleague will answer as soon as one is back; you can close this window."
+    )
     note = Note.objects.get(conversation=conversation)
     assert "the bot did not understand several messages in a row" in note.body
 

@@ -232,7 +232,8 @@
 
   function inView(summary, view) {
     if (summary.status === "resolved") { return false; }
-    if (view === "waiting") { return !summary.assignee; }
+    // The bot's conversations need nobody yet: they show under Open, marked, not as waiting.
+    if (view === "waiting") { return !summary.assignee && !summary.bot_active; }
     if (view === "mine") { return summary.assignee && summary.assignee.id === myId; }
     return true;
   }
@@ -258,6 +259,7 @@
     if (summary.id === state.selected) { item.classList.add("selected"); }
     var top = el("div", "conv-top");
     top.appendChild(el("strong", "conv-name", summary.visitor.name));
+    if (summary.bot_active) { top.appendChild(el("span", "bot-badge", T.bot)); }
     if (summary.unread > 0) { top.appendChild(el("span", "unread", String(summary.unread))); }
     item.appendChild(top);
     item.appendChild(el("div", "conv-preview", summary.last_message_preview || ""));
@@ -449,7 +451,8 @@
     } else {
       item.dataset.seq = frame.seq;
     }
-    item.appendChild(el("span", "msg-sender", frame.sender.name || frame.sender.kind));
+    var sender = frame.sender.kind === "bot" ? T.bot : (frame.sender.name || frame.sender.kind);
+    item.appendChild(el("span", "msg-sender", sender));
     item.appendChild(el("p", "msg-body", frame.body));
     if (frame.attachment) { item.appendChild(attachmentLink(frame.attachment)); }
     if (frame.created_at) { item.appendChild(el("time", "msg-time", shortTime(frame.created_at))); }

@@ -53,6 +53,7 @@
       leave: "Send message",
       left: "Thank you! We got your message and will answer as soon as we can.",
       leaveFailed: "The message could not be sent; try again.",
+      bot: "Bot",
     },
     zh: {
       title: "在线客服",
@@ -83,6 +84,7 @@
       leave: "提交留言",
       left: "谢谢！我们已收到您的留言，会尽快回复。",
       leaveFailed: "留言未能发送，请重试。",
+      bot: "智能客服",
     },
   };
 
@@ -785,11 +787,12 @@
   }
 
   function messageRow(message) {
-    const mine = message.sender && message.sender.kind === "visitor";
+    const kind = (message.sender && message.sender.kind) || "agent";
+    const mine = kind === "visitor";
     const row = h("div", "gofly-msg " + (mine ? "gofly-msg-visitor" : "gofly-msg-agent"));
-    if (!mine && message.sender && message.sender.name) {
-      row.append(h("div", "gofly-name", message.sender.name));
-    }
+    if (kind === "bot") row.classList.add("gofly-msg-bot");
+    const name = kind === "bot" ? t.bot : message.sender && message.sender.name;
+    if (!mine && name) row.append(h("div", "gofly-name", name));
     row.append(bubble(message));
     if (message.created_at) row.title = new Date(message.created_at).toLocaleString();
     return row;
