@@ -35,6 +35,7 @@ DEFAULTS: dict[str, Any] = {
         "result_backend": "",
         "visibility_timeout_seconds": 300,
         "webhook_queue": "",
+        "training_queue": "",
     },
     "messages": {
         "max_text_bytes": 16384,

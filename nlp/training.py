@@ -100,12 +100,24 @@ def request_training(
 
 
 def _dispatch(version_id: int, force: bool) -> None:
+    # TODO(gofly): on embedded defaults a training cut off by a restart leaves its version in
+    # state `training` for good (nothing runs it again); train again from admin.
     if str(settings.CELERY_BROKER_URL).startswith("memory://"):
         _training_pool().submit(_train_in_thread, version_id, force)
         return
     from nlp.tasks import train_version  # here: nlp.tasks imports this module
 
-    train_version.apply_async((version_id,), {"force": force}, retry=False)
+    queue = settings.GOFLY["celery"]["training_queue"]
+    options = {"queue": queue} if queue else {}
+    try:
+        train_version.apply_async((version_id,), {"force": force}, retry=False, **options)
+    except Exception as exc:
+        # The broker is down: say so on the version rather than leave it training for good.
+        logger.warning("nlp.training_not_queued", extra={"version": version_id}, exc_info=True)
+        ModelVersion.objects.filter(pk=version_id, state=ModelVersion.State.TRAINING).update(
+            state=ModelVersion.State.FAILED,
+            note=f"Could not queue the training ({type(exc).__name__}); train again.",
+        )
 
 
 _pool: ThreadPoolExecutor | None = None

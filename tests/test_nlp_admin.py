@@ -5,17 +5,22 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import time
+import uuid
 
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import CommandError, call_command
+from django.db import transaction
 
 from nlp import importing, training
 from nlp.models import Example, Intent, ModelVersion
 from nlp.tasks import train_version
+from tests.conftest import require_redis
 from tests.test_nlp import TINY
+from tests.test_webhooks import Worker, _database_url_for_workers, _forget_queue
 
 pytestmark = pytest.mark.django_db
 
@@ -218,8 +223,19 @@ def test_a_training_task_run_twice_trains_its_version_once(site):
     assert ModelVersion.objects.filter(site=site).count() == 1
 
 
+def wait_for_state(version_id: int, seconds: float = 90) -> ModelVersion:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        version = ModelVersion.objects.get(pk=version_id)
+        if version.state != "training":
+            return version
+        time.sleep(0.1)
+    raise AssertionError(f"version {version_id} is still training after {seconds} s")
+
+
 @pytest.mark.django_db(transaction=True)
-def test_admin_train_action_trains_in_the_background_on_embedded_defaults(site, client):
+def test_admin_train_action_trains_in_the_background_on_embedded_defaults(site, client, settings):
+    settings.CELERY_BROKER_URL = "memory://"  # as on embedded defaults, whatever this run has
     add_intents(site)
     user = get_user_model().objects.create_superuser("root", "root@example.com", "pw-root")
     client.force_login(user)
@@ -232,10 +248,36 @@ def test_admin_train_action_trains_in_the_background_on_embedded_defaults(site, 
         follow=True,
     )
     assert "Training started: Shop v1." in response.content.decode()
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        version = ModelVersion.objects.get(site=site, number=1)
-        if version.state != "training":
-            break
-        time.sleep(0.1)
+    version = wait_for_state(ModelVersion.objects.get(site=site, number=1).pk)
     assert version.state == "active" and version.metrics["macro_f1"] is not None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_celery_worker_trains_a_requested_version(site, settings, tmp_path):
+    redis_url = require_redis()
+    assert settings.CELERY_BROKER_URL.startswith("redis"), settings.CELERY_BROKER_URL
+    queue = "gofly-test-training-" + uuid.uuid4().hex[:8]
+    settings.GOFLY = {
+        **settings.GOFLY,
+        "celery": {**settings.GOFLY["celery"], "training_queue": queue},
+    }
+    add_intents(site)
+    env = {
+        **os.environ,
+        "DATABASE_URL": _database_url_for_workers(),
+        "REDIS_URL": redis_url,
+        "GOFLY_DATA_DIR": str(tmp_path),
+    }
+    worker = Worker(env, queue, tmp_path / "worker.log")
+    try:
+        with transaction.atomic():
+            requested = training.request_training(site.pk)
+        assert requested.state == "training"
+        version = wait_for_state(requested.pk)
+        worker.check_alive()
+    finally:
+        worker.stop()
+        _forget_queue(redis_url, queue)
+    assert version.state == "active", version.note
+    assert version.metrics["test_examples"] == 4
+    assert "nlp.tasks.train_version" in (tmp_path / "worker.log").read_text()
