@@ -77,6 +77,20 @@ def _layer_settled(monkeypatch):
     monkeypatch.setattr(delivery, "_last_failure", float("-inf"))
 
 
+@pytest.fixture(autouse=True)
+def _english_outside_requests():
+    """Code outside a request speaks the default language, English, in every test.
+
+    Django's test client leaves the language of a request's Accept-Language active in the
+    test's thread afterwards; a later test that checks an English sentence would otherwise
+    depend on which test ran before it.
+    """
+    from django.utils import translation
+
+    with translation.override("en"):
+        yield
+
+
 @pytest.fixture(params=["memory", "redis"])
 def channel_layer(request, settings):
     """Run the test on the in-memory layer and on the Redis pub/sub layer."""

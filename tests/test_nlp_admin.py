@@ -249,7 +249,8 @@ def test_admin_train_action_trains_in_the_background_on_embedded_defaults(site, 
     )
     assert "Training started: Shop v1." in response.content.decode()
     version = wait_for_state(ModelVersion.objects.get(site=site, number=1).pk)
-    assert version.state == "active" and version.metrics["macro_f1"] is not None
+    assert version.state == "active", version.note
+    assert version.metrics["macro_f1"] is not None
 
 
 @pytest.mark.django_db(transaction=True)
