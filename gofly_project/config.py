@@ -68,7 +68,7 @@ DEFAULTS: dict[str, Any] = {
     "agents": {"offline_grace_seconds": 60, "away_after_seconds": 900},
     "routing": {"requeue_on_offline": True},
     "nlp": {
-        "encoder": "lexical",
+        "encoder": "auto",
         "threshold": 0.5,
         "max_misunderstood": 2,
         "handoff_keywords": ["人工", "转人工", "人工客服", "真人", "human", "agent", "operator"],
@@ -159,8 +159,8 @@ def _apply_env(config: dict[str, Any], env: dict[str, str]) -> None:
 
 
 def _check_nlp(nlp: dict[str, Any]) -> None:
-    if nlp["encoder"] not in {"lexical", "embedding", "hybrid"}:
-        raise ConfigError("nlp.encoder must be 'lexical', 'embedding' or 'hybrid'.")
+    if nlp["encoder"] not in {"auto", "lexical", "embedding", "hybrid"}:
+        raise ConfigError("nlp.encoder must be 'auto', 'lexical', 'embedding' or 'hybrid'.")
     if not 0.0 < float(nlp["threshold"]) <= 1.0:
         raise ConfigError("nlp.threshold must be above 0 and at most 1.")
 

@@ -114,7 +114,9 @@ class BotSettings(models.Model):
     encoder = models.CharField(
         max_length=20,
         blank=True,
-        help_text=_("lexical, embedding or hybrid; empty: the configured default (nlp.encoder)."),
+        help_text=_(
+            "auto, lexical, embedding or hybrid; empty: the configured default (nlp.encoder)."
+        ),
     )
     threshold = models.FloatField(
         default=0.5,

@@ -26,6 +26,7 @@ from django.utils import timezone
 from chat.models import Site
 from nlp import runtime
 from nlp.classifier import IntentModel
+from nlp.encoders import resolve
 from nlp.evaluation import split, train_and_measure
 from nlp.models import BotSettings, Example, ModelVersion
 
@@ -40,8 +41,9 @@ class ActivationRefused(Exception):
 
 
 def encoder_for(site_id: int) -> str:
+    """The encoder the site's next version trains with (never `auto`: that is resolved)."""
     chosen = BotSettings.objects.filter(site_id=site_id).values_list("encoder", flat=True).first()
-    return chosen or settings.GOFLY["nlp"]["encoder"]
+    return resolve(chosen or settings.GOFLY["nlp"]["encoder"])
 
 
 def site_examples(site_id: int) -> tuple[list[str], list[str]]:
@@ -81,7 +83,7 @@ def _verdict(version: ModelVersion, force: bool) -> tuple[bool, str]:
 
 def train_site(site_id: int, *, force: bool = False, encoder: str | None = None) -> ModelVersion:
     """Train, measure and store a new version of the site's bot, here and now."""
-    version = _new_version(site_id, encoder or encoder_for(site_id))
+    version = _new_version(site_id, resolve(encoder) if encoder else encoder_for(site_id))
     return train_version(version.pk, force=force)
 
 
@@ -93,7 +95,7 @@ def request_training(
     With a Celery broker the task `nlp.tasks.train_version` runs it on a worker; on embedded
     defaults a thread of this process does.
     """
-    version = _new_version(site_id, encoder or encoder_for(site_id))
+    version = _new_version(site_id, resolve(encoder) if encoder else encoder_for(site_id))
     version_id = version.pk
     transaction.on_commit(lambda: _dispatch(version_id, force))
     return version

