@@ -141,6 +141,13 @@ class LexicalEncoder:
 
     def transform_one(self, text: str) -> sparse.csr_matrix:
         """`transform([text])`, fast (see `tfidf_one`)."""
+        columns, weights, width = self.columns_one(text)
+        return sparse.csr_matrix(
+            (np.array(weights, dtype=np.float32), columns, [0, len(columns)]), shape=(1, width)
+        )
+
+    def columns_one(self, text: str) -> tuple[list[int], list[float], int]:
+        """One text's non-zero columns and weights, and the width of the whole vector."""
         if not hasattr(self, "_analyzers"):
             self._analyzers = [vec.build_analyzer() for _, vec in self.union.transformer_list]
         columns: list[int] = []
@@ -153,9 +160,7 @@ class LexicalEncoder:
             columns += [offset + column for column in part_columns]
             weights += part_weights
             offset += len(vectorizer.vocabulary_)
-        return sparse.csr_matrix(
-            (np.array(weights, dtype=np.float32), columns, [0, len(columns)]), shape=(1, offset)
-        )
+        return columns, weights, offset
 
 
 class EmbeddingEncoder:
@@ -218,8 +223,13 @@ class HybridEncoder:
         return sparse.hstack([self.lexical.transform(texts), sparse.csr_matrix(dense)]).tocsr()
 
     def transform_one(self, text: str) -> sparse.csr_matrix:
-        dense = self.embedding.transform_one(text) * self.weight
-        return sparse.hstack([self.lexical.transform_one(text), sparse.csr_matrix(dense)]).tocsr()
+        # One matrix built from both parts' columns: stacking two matrices costs more than
+        # the lexical part itself, once per message.
+        columns, weights, width = self.lexical.columns_one(text)
+        dense = self.embedding.transform_one(text)[0] * self.weight
+        columns = columns + list(range(width, width + len(dense)))
+        data = np.concatenate([np.asarray(weights, dtype=np.float32), dense.astype(np.float32)])
+        return sparse.csr_matrix((data, columns, [0, len(columns)]), shape=(1, width + len(dense)))
 
 
 ENCODERS = {"lexical": LexicalEncoder, "embedding": EmbeddingEncoder, "hybrid": HybridEncoder}
