@@ -102,8 +102,6 @@ def request_training(
 
 
 def _dispatch(version_id: int, force: bool) -> None:
-    # TODO(gofly): on embedded defaults a training cut off by a restart leaves its version in
-    # state `training` for good (nothing runs it again); train again from admin.
     if str(settings.CELERY_BROKER_URL).startswith("memory://"):
         _training_pool().submit(_train_in_thread, version_id, force)
         return
@@ -142,6 +140,21 @@ def _train_in_thread(version_id: int, force: bool) -> None:
         logger.exception("nlp.training_crashed", extra={"version": version_id})
     finally:
         connections.close_all()
+
+
+def fail_interrupted() -> int:
+    """Mark versions still `training` as failed; for the embedded server as it starts.
+
+    On embedded defaults the server's own thread trains, so a version still training when the
+    server starts was cut off by its last stop, and nothing would ever finish it. (With Celery
+    the task comes back to a worker instead: late acknowledgement.)
+    """
+    count = ModelVersion.objects.filter(state=ModelVersion.State.TRAINING).update(
+        state=ModelVersion.State.FAILED, note="The server stopped during the training; train again."
+    )
+    if count:
+        logger.warning("nlp.training_interrupted", extra={"versions": count})
+    return count
 
 
 def train_version(version_id: int, *, force: bool = False) -> ModelVersion:

@@ -233,6 +233,18 @@ def wait_for_state(version_id: int, seconds: float = 90) -> ModelVersion:
     raise AssertionError(f"version {version_id} is still {version.state} after {seconds} s")
 
 
+def test_the_embedded_server_fails_a_training_its_last_stop_cut_off(site):
+    add_intents(site)
+    cut_off = training._new_version(site.pk, "lexical")
+    assert training.fail_interrupted() == 1
+    cut_off.refresh_from_db()
+    assert (cut_off.state, cut_off.note) == (
+        "failed",
+        "The server stopped during the training; train again.",
+    )
+    assert training.fail_interrupted() == 0
+
+
 @pytest.mark.django_db(transaction=True)
 def test_admin_train_action_trains_in_the_background_on_embedded_defaults(site, client, settings):
     settings.CELERY_BROKER_URL = "memory://"  # as on embedded defaults, whatever this run has

@@ -26,6 +26,9 @@ class Command(BaseCommand):
             # it the jobs that must use the in-memory channel layer living on it.
             from daphne.server import twisted_loop
 
+            from nlp.training import fail_interrupted
+
+            fail_interrupted()  # this process trains on embedded defaults; none is running yet
             scheduler.start(server_loop=twisted_loop)
         base = f"http://{host}:{port}"
         self.stdout.write(
