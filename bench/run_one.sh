@@ -19,7 +19,8 @@ py=.venv/bin/python
 url="http://127.0.0.1:${port}"
 
 $py manage.py migrate -v0
-$py manage.py gofly_demo >/dev/null
+# Without the starter bot: the figures are of the message path, not of the bot answering.
+$py manage.py gofly_demo --no-bot >/dev/null
 site=$($py manage.py shell -c "from chat.models import Site; print(Site.objects.order_by('id').first().key)" 2>/dev/null | tail -1)
 cookie=$($py -m bench.agent_session)
 
