@@ -88,6 +88,20 @@ def test_the_visitor_s_previous_agent_comes_first(site, agent_alice, agent_bob):
     assert loads() == {"Alice": 1, "Bob": 1}
 
 
+def test_joining_the_line_tells_only_the_newcomer_its_position(site, agent_alice):
+    online(agent_alice, max_chats=1)
+    visit(site, 0)
+    line = [visit(site, n) for n in range(1, 3)]
+    visitor = new_visitor_session(site).visitor
+
+    posted = actions.post_visitor_message(visitor.pk, client_id="c3", body="question 3")
+
+    queue = [e["frame"] for _, e in posted.recorded.sends if e["type"] == "chat.queue"]
+    assert queue == [{"type": "queue", "conversation": posted.conversation_id, "position": 3}]
+    # Those already waiting keep their places, so they were told nothing new.
+    assert [assignment.queue_position(c) for c in line] == [1, 2]
+
+
 def test_the_line_is_first_come_first_served_and_moves_when_a_slot_frees(site, agent_alice):
     online(agent_alice, max_chats=1)
     served = visit(site, 0)
