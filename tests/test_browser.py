@@ -323,8 +323,8 @@ def test_routing_shares_visitors_queues_the_third_and_transfers_live(tmp_path_fa
             visitors.append(page)
 
         # One each: Ann has been online longest, so the first is hers, the second Ben's.
-        ann.locator(".conv-item", has_text="visitor 0").wait_for()
-        ben.locator(".conv-item", has_text="visitor 1").wait_for()
+        ann.locator(".conv-item", has_text="question from visitor 0").wait_for()
+        ben.locator(".conv-item", has_text="question from visitor 1").wait_for()
         # Both are full: the third waits and sees where it stands.
         queue = visitors[2].locator(".gofly-queue")
         queue.wait_for()
@@ -332,18 +332,18 @@ def test_routing_shares_visitors_queues_the_third_and_transfers_live(tmp_path_fa
         assert ann.locator(".conv-item").count() == 1 and ben.locator(".conv-item").count() == 1
 
         # Ann resolves hers: the slot frees and the waiting visitor is hers at once.
-        ann.locator(".conv-item", has_text="visitor 0").click()
+        ann.locator(".conv-item", has_text="question from visitor 0").click()
         ann.click("#resolve")
-        ann.locator(".conv-item", has_text="visitor 2").wait_for()
+        ann.locator(".conv-item", has_text="question from visitor 2").wait_for()
         queue.wait_for(state="hidden")
 
         # Ann hands it to Ben with a note: it leaves her list and appears in his, live.
-        ann.locator(".conv-item", has_text="visitor 2").click()
+        ann.locator(".conv-item", has_text="question from visitor 2").click()
         ann.select_option("#transfer-to", label="Ben · Online")
         ann.fill("#transfer-note", "asks about a refund")
         ann.click("#transfer button[type=submit]")
-        ann.locator(".conv-item", has_text="visitor 2").wait_for(state="detached")
-        ben.locator(".conv-item", has_text="visitor 2").click()
+        ann.locator(".conv-item", has_text="question from visitor 2").wait_for(state="detached")
+        ben.locator(".conv-item", has_text="question from visitor 2").click()
         ben.locator("#notes .note", has_text="Transferred to Ben. asks about a refund").wait_for()
         ben.fill("#composer-input", "Ben here, about your refund")
         ben.press("#composer-input", "Enter")
