@@ -133,14 +133,14 @@ def availability(site: Site, now: datetime, visitor_id: int | None = None) -> Av
     """
     if in_progress(visitor_id):
         return Availability(True, None)
-    if bot_serves(site.pk):
-        # The bot answers at any hour; a handoff when nobody can take it waits in line.
+    reason = CLOSED if not is_open(site, now) else None
+    if reason is None and not anyone_online(site):
+        reason = NOBODY_ONLINE
+    # The bot answers at any hour (a handoff nobody can take waits in line); asked last, so a
+    # session while people are available costs no query for it.
+    if reason is None or bot_serves(site.pk):
         return Availability(True, None)
-    if not is_open(site, now):
-        return Availability(False, CLOSED)
-    if not anyone_online(site):
-        return Availability(False, NOBODY_ONLINE)
-    return Availability(True, None)
+    return Availability(False, reason)
 
 
 def bot_serves(site_id: int) -> bool:
